@@ -1,0 +1,158 @@
+"""The `robustcnn` command: a thin layer over the Python API (every command has a Python twin)."""
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import typer
+from typer.core import TyperGroup
+
+from robustcnn.errors import UsageError
+
+# typer >= 0.20 vendors click; its public BadParameter leads to whichever ClickException it raises.
+ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+class OneLineErrors(TyperGroup):
+    """Every usage mistake (click's or ours) ends as one line on stderr and exit code 2, no traceback."""
+
+    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        try:
+            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra)
+        except ClickException as err:
+            ctx = getattr(err, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            typer.echo(f"robustcnn: error: {err.format_message()}{hint}", err=True)
+            sys.exit(err.exit_code)
+        except UsageError as err:
+            typer.echo(f"robustcnn: error: {err}", err=True)
+            sys.exit(2)
+        except typer.Abort:
+            typer.echo("robustcnn: aborted", err=True)
+            sys.exit(1)
+        if standalone_mode:
+            sys.exit(rv if isinstance(rv, int) else 0)
+        return rv
+
+
+app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+                  pretty_exceptions_enable=False,
+                  help="Train CNNs, measure generalization and adversarial robustness, write tables and figures.")
+
+
+class StudyKind(str, Enum):
+    ADVERSARIAL = "adversarial"
+
+
+class OptimizerChoice(str, Enum):
+    SGD = "sgd"
+    ADAM = "adam"
+    ADADELTA = "adadelta"
+
+
+OUT = typer.Option(Path("results"), "--out", help="Folder for run folders (<out>/<kind>/<run-id>/).")
+DEVICE = typer.Option(None, "--device", help="auto (CUDA when present), cpu, cuda, cuda:N.")
+SEED = typer.Option(None, "--seed", help="Seed for data subsets, init, shuffling and attacks.")
+DATA_ROOT = typer.Option(None, "--data-root", help="Folder with datasets (else $ROBUSTCNN_DATA, else the cache).")
+SET = typer.Option([], "--set", "-s", help="Override any config value: -s train.epochs=3 (TOML values).")
+
+
+def _overrides(pairs: dict[str, Any], extra: list[str]) -> list[str]:
+    """Flags that were given -> dotted overrides, followed by the user's own -s overrides (which win)."""
+    import json
+
+    out = []
+    for key, value in pairs.items():
+        if value is None:
+            continue
+        if isinstance(value, Enum):
+            value = value.value
+        out.append(f"{key}={json.dumps(str(value) if isinstance(value, Path) else value)}")
+    return out + list(extra)
+
+
+def _progress() -> bool:
+    return sys.stderr.isatty()
+
+
+@app.command()
+def train(
+    model: str = typer.Option("lenet5", "--model", "-m", help="A registered model (see `robustcnn models`)."),
+    dataset: str = typer.Option("digits", "--dataset", "-d", help="digits, mnist, fashion-mnist, cifar10, imagefolder:<path>."),
+    epochs: int = typer.Option(None, "--epochs", min=1),
+    batch_size: int = typer.Option(None, "--batch-size", min=1),
+    optimizer: OptimizerChoice = typer.Option(None, "--optimizer"),
+    lr: float = typer.Option(None, "--lr", min=0.0),
+    width: int = typer.Option(None, "--width", min=1, help="Width multiplier k (cnn5, resnet18k, mlp)."),
+    train_subset: int = typer.Option(None, "--train-subset", min=1, help="Train on this many examples."),
+    label_noise: float = typer.Option(None, "--label-noise", min=0.0, max=1.0, help="Fraction of labels flipped."),
+    config: Path = typer.Option(None, "--config", help="A TOML file with the run's config."),
+    data_root: Path = DATA_ROOT, seed: int = SEED, device: str = DEVICE, out: Path = OUT, overrides: list[str] = SET,
+) -> None:
+    """Train one model and write a run folder with its history table and overfitting curve."""
+    from robustcnn.config import load_config
+    from robustcnn.experiments.training import TrainRunConfig, run_train
+
+    flags = {"model.name": model, "data.dataset": dataset, "model.train.epochs": epochs,
+             "model.train.batch_size": batch_size, "model.train.optimizer": optimizer, "model.train.lr": lr,
+             "data.data_root": data_root, "data.train_subset": train_subset, "data.label_noise": label_noise,
+             "seed": seed, "device": device}
+    if width is not None:
+        flags["model.kwargs.width"] = width
+    cfg = load_config(TrainRunConfig, config, _overrides(flags, overrides))
+    path = run_train(cfg, out, progress=_progress())
+    typer.echo(f"wrote {path}")
+
+
+@app.command()
+def study(
+    kind: StudyKind = typer.Argument(StudyKind.ADVERSARIAL, help="Which study."),
+    config: Path = typer.Option(None, "--config", "-c", help="A study config (studies/*.toml); default: the CPU profile."),
+    dataset: str = typer.Option(None, "--dataset", "-d", help="Override the config's dataset."),
+    data_root: Path = DATA_ROOT, seed: int = SEED, device: str = DEVICE, out: Path = OUT, overrides: list[str] = SET,
+) -> None:
+    """Run a study and write its tables, figures and report.md."""
+    from robustcnn.config import load_config
+    from robustcnn.experiments.adversarial import AdversarialStudyConfig, run_adversarial_study
+
+    flags = {"data.dataset": dataset, "data.data_root": data_root, "seed": seed, "device": device}
+    cfg = load_config(AdversarialStudyConfig, config, _overrides(flags, overrides))
+    path = run_adversarial_study(cfg, out, progress=_progress())
+    typer.echo(f"wrote {path}\nreport: {path / 'report.md'}")
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="A run folder, e.g. results/adversarial/<run-id>.")) -> None:
+    """Redraw every figure and report.md of a run from its saved tables (no retraining)."""
+    from robustcnn.report import redraw
+
+    typer.echo(f"wrote {redraw(run_dir)}")
+
+
+@app.command()
+def models(
+    pattern: str = typer.Argument("*", help="Shell-style pattern, e.g. 'lenet*'."),
+    dataset: str = typer.Option("mnist", "--dataset", "-d", help="Dataset the parameter counts are for."),
+) -> None:
+    """List registered models: name, parameter count on a dataset, description."""
+    from robustcnn.models import describe_models
+
+    rows = describe_models(pattern, dataset)
+    if not rows:
+        raise UsageError(f"no model matches '{pattern}'; run `robustcnn models` to see them all")
+    for r in rows:
+        typer.echo(f"{r['name']:<14} {r['parameters']:>12,}  {r['description']}")
+
+
+@app.command()
+def attacks() -> None:
+    """List attacks with their threat model and default settings."""
+    from robustcnn.attacks import describe_attacks
+
+    for r in describe_attacks():
+        typer.echo(f"{r['name']:<9} {r['threat_model']:<5} {r['description']}\n{'':<16}defaults: {r['defaults']}")
+
+

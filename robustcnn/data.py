@@ -1,0 +1,349 @@
+"""Datasets by name -> tensors in [0,1] on the device, plus subsets, label noise and batch-wise augmentation.
+
+Every loader ends in the same `DataBundle`: float32 images (N, C, H, W) in [0,1] and int64 labels, decoded once.
+Normalization is NOT applied here: it lives inside the model, so attacks always see [0,1] pixels.
+
+Offline first: files already present are used (md5-checked against torchvision's own list); a data root we
+did not create is only read, never written: archives are decompressed into the cache dir.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from robustcnn.errors import UsageError, check_choice
+from robustcnn.results import atomic_write_bytes
+
+
+class DatasetName(str, Enum):
+    """The named datasets; any folder of PNG/JPEG class folders is also accepted as 'imagefolder:<path>'."""
+
+    DIGITS = "digits"
+    MNIST = "mnist"
+    FASHION_MNIST = "fashion-mnist"
+    CIFAR10 = "cifar10"
+
+
+IMAGEFOLDER_PREFIX = "imagefolder:"
+NATIVE_SIZE = {"digits": 8, "mnist": 28, "fashion-mnist": 28, "cifar10": 32}
+CHANNELS = {"digits": 1, "mnist": 1, "fashion-mnist": 1, "cifar10": 3}
+DIGITS_TEST_SIZE = 500  # fixed split (seed 0) so every run on `digits` is scored on the same 500 images
+CLASS_NAMES = {
+    "digits": [str(i) for i in range(10)],
+    "mnist": [str(i) for i in range(10)],
+    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Ankle boot"],
+    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+}
+
+
+@dataclass
+class DataBundle:
+    """A dataset held as tensors. x_*: (N, C, H, W) float32 in [0,1]; y_*: (N,) int64."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    class_names: list[str]
+    noisy_indices: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
+    source: str = ""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def channels(self) -> int:
+        return int(self.x_train.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.x_train.shape[-1])
+
+    def channel_stats(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std of the training images, for the normalization layer inside a model."""
+        mean = self.x_train.mean(dim=(0, 2, 3))
+        std = self.x_train.std(dim=(0, 2, 3)).clamp_min(1e-3)
+        return mean.tolist(), std.tolist()
+
+    def to(self, device: torch.device | str) -> DataBundle:
+        moved = {k: getattr(self, k).to(device) for k in ("x_train", "y_train", "x_test", "y_test")}
+        return DataBundle(self.name, **moved, class_names=self.class_names, noisy_indices=self.noisy_indices,
+                          source=self.source)
+
+
+def cache_dir() -> Path:
+    """Where downloads, extracted archives and decoded tensors go: $ROBUSTCNN_CACHE or the user cache dir."""
+    base = os.environ.get("ROBUSTCNN_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "robustcnn"
+    return Path(base)
+
+
+def resolve_data_root(root: str | Path | None) -> Path | None:
+    """--data-root, else $ROBUSTCNN_DATA, else None (meaning: the cache dir, where downloads may go)."""
+    chosen = root if root is not None else os.environ.get("ROBUSTCNN_DATA")
+    return Path(chosen).expanduser() if chosen else None
+
+
+def load_dataset(
+    name: str,
+    *,
+    root: str | Path | None = None,
+    image_size: int | None = None,
+    train_subset: int | None = None,
+    label_noise: float = 0.0,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> DataBundle:
+    """Load a dataset by name as [0,1] tensors on `device`.
+
+    image_size: resize (bilinear) to this square size; None keeps the native size.
+    train_subset: keep a seeded random subset of this many training examples.
+    label_noise: fraction of training labels replaced by a random *wrong* label (drawn once, from `seed`);
+        the flipped positions are in `bundle.noisy_indices`.
+    """
+    if label_noise < 0 or label_noise > 1:
+        raise UsageError(f"label_noise must be in [0, 1], got {label_noise}")
+    if image_size is not None and image_size < 4:
+        raise UsageError(f"image_size must be at least 4, got {image_size}")
+    data_root = resolve_data_root(root)
+    if name.startswith(IMAGEFOLDER_PREFIX):
+        bundle = _load_imagefolder(name[len(IMAGEFOLDER_PREFIX):], data_root)
+    else:
+        check_choice("dataset", name, [d.value for d in DatasetName] + ["imagefolder:<path>"])
+        bundle = {"digits": _load_digits, "cifar10": _load_cifar10}.get(name, _load_mnist_family)(name, data_root)
+    if train_subset is not None:
+        if not 0 < train_subset <= len(bundle.y_train):
+            raise UsageError(f"train_subset must be in 1..{len(bundle.y_train)} for {name}, got {train_subset}")
+        keep = torch.randperm(len(bundle.y_train), generator=torch.Generator().manual_seed(seed))[:train_subset]
+        bundle.x_train, bundle.y_train = bundle.x_train[keep], bundle.y_train[keep]
+    if label_noise > 0:
+        bundle.y_train, bundle.noisy_indices = apply_label_noise(bundle.y_train, label_noise, bundle.num_classes, seed)
+    if image_size is not None and image_size != bundle.image_size:
+        bundle.x_train, bundle.x_test = resize(bundle.x_train, image_size), resize(bundle.x_test, image_size)
+    return bundle.to(device)
+
+
+def apply_label_noise(y: torch.Tensor, fraction: float, num_classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Replace exactly round(fraction * N) labels by a uniformly drawn wrong label; returns (labels, flipped idx)."""
+    g = torch.Generator().manual_seed(seed + 7919)  # offset: independent of the subset draw with the same seed
+    n_flip = int(round(fraction * len(y)))
+    flipped = torch.randperm(len(y), generator=g)[:n_flip].sort().values
+    shift = torch.randint(1, num_classes, (n_flip,), generator=g)  # 1..C-1, so never the true label
+    noisy = y.clone()
+    noisy[flipped] = (y[flipped] + shift) % num_classes
+    return noisy, flipped
+
+
+def resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C, size, size), bilinear, kept in [0,1]."""
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True).clamp_(0, 1)
+
+
+# ---------------------------------------------------------------- digits (embedded in scikit-learn)
+def _load_digits(name: str, _root: Path | None) -> DataBundle:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0  # (1797, 1, 8, 8), pixels 0..16
+    y = torch.tensor(digits.target, dtype=torch.long)
+    idx_train, idx_test = train_test_split(np.arange(len(y)), test_size=DIGITS_TEST_SIZE, random_state=0,
+                                           stratify=digits.target)
+    return DataBundle(name, x[idx_train], y[idx_train], x[idx_test], y[idx_test], CLASS_NAMES[name],
+                      source="sklearn.datasets.load_digits")
+
+
+# ---------------------------------------------------------------- MNIST and Fashion-MNIST (IDX .gz files)
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _verify(path: Path, md5: str | None) -> None:
+    if md5 is not None and _md5(path) != md5:
+        raise UsageError(f"{path} is corrupt or truncated (md5 differs from the original's {md5}); "
+                         "replace it with the original file")
+
+
+def _load_mnist_family(name: str, root: Path | None) -> DataBundle:
+    from torchvision import datasets
+
+    cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
+    folder = cls.__name__  # torchvision's layout: <root>/MNIST/raw, <root>/FashionMNIST/raw
+    work = cache_dir() / "torchvision"
+    work_raw = work / folder / "raw"
+    if root is not None:  # a user's folder: read-only; verify, then decompress into the cache
+        src = root / folder / "raw"
+        missing = [fn for fn, _ in cls.resources if not (src / fn).exists() and not (src / fn[:-3]).exists()]
+        if missing:
+            raise UsageError(f"{name} not found: {src} lacks {', '.join(missing)}; put the original .gz files "
+                             f"there (torchvision layout) or unset --data-root/ROBUSTCNN_DATA to download them")
+        for fn, md5 in cls.resources:
+            target = work_raw / fn[:-3]
+            if target.exists():
+                continue
+            if (src / fn).exists():
+                _verify(src / fn, md5)
+                try:
+                    with gzip.open(src / fn, "rb") as f:
+                        atomic_write_bytes(target, f.read())
+                except (OSError, EOFError) as err:
+                    raise UsageError(f"{src / fn} cannot be decompressed ({err}); replace it with the original") from err
+            else:
+                shutil.copyfile(src / fn[:-3], target.with_suffix(".tmp"))
+                os.replace(target.with_suffix(".tmp"), target)
+    try:
+        train, test = (cls(str(work), train=t, download=root is None) for t in (True, False))
+    except Exception as err:  # network failure, or torchvision's own integrity check
+        raise UsageError(f"{name} is not in {work_raw} and could not be downloaded ({str(err).splitlines()[0]}); "
+                         f"put the original .gz files in <dir>/{folder}/raw and pass --data-root <dir>") from err
+    try:
+        def as_float(t: torch.Tensor) -> torch.Tensor:
+            return t.unsqueeze(1).float().div_(255)
+        bundle = DataBundle(name, as_float(train.data), train.targets.long(), as_float(test.data),
+                            test.targets.long(), CLASS_NAMES[name], source=str(root or work))
+    except Exception as err:
+        raise UsageError(f"{name} files in {work_raw} are unreadable ({err}); delete that folder and retry") from err
+    return bundle
+
+
+# ---------------------------------------------------------------- CIFAR-10 (python pickle batches)
+def _load_cifar10(name: str, root: Path | None) -> DataBundle:
+    from torchvision import datasets
+
+    cls = datasets.CIFAR10
+    read_from = cache_dir() / "torchvision"
+    if root is not None:
+        if (root / cls.base_folder).is_dir():
+            read_from = root  # extracted batches are only read, so the user's folder is used in place
+        elif (root / cls.filename).exists():
+            _verify(root / cls.filename, cls.tgz_md5)
+            if not (read_from / cls.base_folder).is_dir():
+                import tarfile
+                with tarfile.open(root / cls.filename) as tar:
+                    tar.extractall(read_from, filter="data")
+        else:
+            hint = (f"; the CIFAR-10 PNG subset there loads as imagefolder:{root / 'cifar10-png'}"
+                    if (root / "cifar10-png").is_dir() else "")
+            raise UsageError(f"cifar10 not found: {root} has neither {cls.base_folder}/ nor {cls.filename}{hint}")
+    try:
+        train, test = (cls(str(read_from), train=t, download=root is None) for t in (True, False))
+    except Exception as err:
+        raise UsageError(f"cifar10 in {read_from} is missing or corrupt ({str(err).splitlines()[0]}); "
+                         f"put the original {cls.base_folder}/ or {cls.filename} there, or pass --data-root") from err
+
+    def as_float(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(a).permute(0, 3, 1, 2).float().div_(255)  # (N, 32, 32, 3) uint8 -> (N, 3, 32, 32)
+
+    return DataBundle(name, as_float(train.data), torch.tensor(train.targets), as_float(test.data),
+                      torch.tensor(test.targets), CLASS_NAMES[name], source=str(read_from))
+
+
+# ---------------------------------------------------------------- ImageFolder (<path>/train, <path>/test)
+def _load_imagefolder(path: str, root: Path | None) -> DataBundle:
+    base = Path(path).expanduser()
+    if not base.is_absolute() and not base.exists() and root is not None and (root / base).exists():
+        base = root / base  # 'imagefolder:cifar10-png' resolves against the data root
+    for split in ("train", "test"):
+        if not (base / split).is_dir():
+            raise UsageError(f"imagefolder: {base / split} is not a folder; expected {base}/train/<class>/*.png "
+                             f"and {base}/test/<class>/*.png")
+    x_train, y_train, classes = _decode_split(base / "train")
+    x_test, y_test, test_classes = _decode_split(base / "test")
+    if test_classes != classes:
+        raise UsageError(f"imagefolder: class folders differ between {base}/train {classes} and {base}/test {test_classes}")
+    if x_test.shape[1:] != x_train.shape[1:]:
+        x_test = resize(x_test, x_train.shape[-1])
+    return DataBundle(f"{IMAGEFOLDER_PREFIX}{base}", x_train, y_train, x_test, y_test, classes, source=str(base))
+
+
+def _decode_split(folder: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Decode every image once and cache the uint8 tensor, keyed by the files' names, sizes and mtimes."""
+    from torchvision.datasets import ImageFolder
+
+    try:
+        listing = ImageFolder(str(folder))
+    except (FileNotFoundError, RuntimeError) as err:
+        raise UsageError(f"imagefolder: {folder}: {err}") from err
+    stats = [(p, os.stat(p)) for p, _ in listing.samples]
+    key = hashlib.sha1(repr([(str(folder.resolve()), p, s.st_size, s.st_mtime_ns) for p, s in stats]).encode())
+    cached = cache_dir() / "decoded" / f"{key.hexdigest()}.pt"
+    if cached.exists():
+        blob = torch.load(cached, weights_only=True)
+        return blob["x"].float().div_(255), blob["y"], listing.classes
+    x = _decode_images([p for p, _ in listing.samples])
+    y = torch.tensor(listing.targets, dtype=torch.long)
+    import io
+    buf = io.BytesIO()
+    torch.save({"x": x, "y": y}, buf)
+    atomic_write_bytes(cached, buf.getvalue())
+    return x.float().div_(255), y, listing.classes
+
+
+def _decode_images(paths: list[str]) -> torch.Tensor:
+    """Paths -> (N, C, H, W) uint8; all resized to the first image's size; greyscale only if all are."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image, UnidentifiedImageError
+
+    def read(p: str) -> Image.Image:
+        try:
+            with Image.open(p) as im:
+                im.load()
+                return im
+        except (UnidentifiedImageError, OSError) as err:
+            raise UsageError(f"imagefolder: cannot decode {p} ({err}); remove or replace the file") from err
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        images = list(pool.map(read, paths, chunksize=256))
+    mode = "L" if all(im.mode in ("L", "1", "I;16") for im in images) else "RGB"
+    size = images[0].size
+    arrays = [np.asarray((im if im.size == size else im.resize(size, Image.BILINEAR)).convert(mode)) for im in images]
+    stacked = torch.from_numpy(np.stack(arrays))
+    return stacked.unsqueeze(1) if mode == "L" else stacked.permute(0, 3, 1, 2).contiguous()
+
+
+# ---------------------------------------------------------------- batches and augmentation, all on tensors
+def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle: bool = False,
+            generator: torch.Generator | None = None):
+    """Yield (x, y) slices of tensors already on the device; the shuffle order is drawn on the CPU generator
+    so the order is the same on every device."""
+    n = len(y)
+    order = torch.randperm(n, generator=generator).to(y.device) if shuffle else None
+    for start in range(0, n, batch_size):
+        if order is None:
+            yield x[start:start + batch_size], y[start:start + batch_size]
+        else:
+            idx = order[start:start + batch_size]
+            yield x[idx], y[idx]
+
+
+def augment(x: torch.Tensor, *, crop_padding: int = 0, flip: bool = False,
+            generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random crop (zero padding) and horizontal flip for a whole batch (B, C, H, W), with no per-sample loop."""
+    b, _, h, w = x.shape
+    if crop_padding > 0:
+        padded = F.pad(x, (crop_padding,) * 4)
+        off = torch.randint(0, 2 * crop_padding + 1, (2, b), generator=generator).to(x.device)
+        rows = (off[0, :, None] + torch.arange(h, device=x.device))[:, None, :, None]  # (B, 1, H, 1)
+        cols = (off[1, :, None] + torch.arange(w, device=x.device))[:, None, None, :]  # (B, 1, 1, W)
+        x = padded[torch.arange(b, device=x.device)[:, None, None, None],
+                   torch.arange(x.shape[1], device=x.device)[None, :, None, None], rows, cols]
+    if flip:
+        mask = (torch.rand(b, generator=generator) < 0.5).to(x.device)[:, None, None, None]
+        x = torch.where(mask, x.flip(3), x)
+    return x

@@ -1,0 +1,92 @@
+"""What every experiment shares: model specs, loading data at the size each model needs, fitting, saving."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from robustcnn.data import DataBundle, load_dataset
+from robustcnn.models import create_model, model_input_size
+from robustcnn.results import atomic_write_bytes, write_table
+from robustcnn.train import TrainConfig, TrainResult, seed_everything, train
+
+
+class Checkpoint(str, Enum):
+    FINAL = "final"
+    BEST = "best"  # best monitored test accuracy (robust accuracy under adversarial training)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model to train: `name` labels it in tables; `arch` is the registry name (default: name)."""
+
+    name: str
+    arch: str | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: Checkpoint = Checkpoint.FINAL
+
+    @property
+    def architecture(self) -> str:
+        return self.arch or self.name
+
+    def __post_init__(self) -> None:
+        from robustcnn.models import MODELS
+        MODELS.get(self.architecture)  # unknown names fail here, with a close-match hint
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Which data: a dataset name (or imagefolder:<path>), an optional training subset and label noise."""
+
+    dataset: str = "digits"
+    data_root: str | None = None
+    train_subset: int | None = None
+    label_noise: float = 0.0
+
+
+class DataCache:
+    """Loads a dataset once per input size (lenet5 wants 28x28, alexnet_cifar 32x32) and keeps it."""
+
+    def __init__(self, spec: DataSpec, *, seed: int, device: torch.device) -> None:
+        self.spec, self.seed, self.device = spec, seed, device
+        self._by_size: dict[int | None, DataBundle] = {}
+
+    def for_model(self, arch: str) -> DataBundle:
+        size = model_input_size(arch)
+        if size not in self._by_size:
+            s = self.spec
+            self._by_size[size] = load_dataset(s.dataset, root=s.data_root, image_size=size,
+                                               train_subset=s.train_subset, label_noise=s.label_noise,
+                                               seed=self.seed, device=self.device)
+        return self._by_size[size]
+
+
+def fit(spec: ModelSpec, data: DataBundle, *, seed: int, device: torch.device,
+        progress: bool | None = None) -> tuple[nn.Module, TrainResult]:
+    """Create the model under `seed`, train it, and return it (eval mode, chosen checkpoint loaded)."""
+    seed_everything(seed)
+    model = create_model(spec.architecture, dataset=data, **spec.kwargs)
+    result = train(model, data, spec.train, seed=seed, device=device, progress=progress, label=spec.name)
+    if spec.evaluate == Checkpoint.BEST:
+        model.load_state_dict(result.best_state)
+    return model.eval(), result
+
+
+def save_training(run_dir: Path, label: str, result: TrainResult, *, checkpoints: bool = True,
+                  table: str | None = None) -> None:
+    """tables/<table or history_<label>>.csv and checkpoints/<label>-{final,best}.pt (state_dicts)."""
+    history = result.history.assign(model=label)
+    write_table(run_dir, table or f"history_{label}", history[["model", *result.history.columns]],
+                title=f"Training history: {label}")
+    if checkpoints:
+        import io
+        for which, state in (("final", result.final_state), ("best", result.best_state)):
+            buf = io.BytesIO()
+            torch.save(state, buf)
+            atomic_write_bytes(Path(run_dir) / "checkpoints" / f"{label}-{which}.pt", buf.getvalue())
+

@@ -1,0 +1,237 @@
+"""Figures and report.md, drawn only from a run folder's saved tables and data (no torch, no retraining),
+so `robustcnn report <run-dir>` can redraw any run.
+"""
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from robustcnn.errors import UsageError  # noqa: E402
+from robustcnn.results import atomic_write_bytes, atomic_write_text, markdown_table, read_manifest  # noqa: E402
+
+REPORTERS: dict[str, Callable[[Path], str]] = {}
+
+
+def reporter(kind: str) -> Callable:
+    def decorate(fn: Callable[[Path], str]) -> Callable[[Path], str]:
+        REPORTERS[kind] = fn
+        return fn
+    return decorate
+
+
+def redraw(run_dir: str | Path, kind: str | None = None) -> Path:
+    """Redraw every figure and report.md of a run folder; returns the report's path."""
+    run_dir = Path(run_dir)
+    if kind is None:
+        kind = read_manifest(run_dir)["kind"]
+    if kind not in REPORTERS:
+        raise UsageError(f"no report for runs of kind '{kind}'")
+    body = REPORTERS[kind](run_dir)
+    report = atomic_write_text(run_dir / "report.md", body)
+    if (run_dir / "manifest.json").exists():  # a finished run: keep its file list true
+        import json
+        manifest = read_manifest(run_dir)
+        manifest["files"] = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*")
+                                   if p.is_file() and p.name != "manifest.json")
+        atomic_write_text(run_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    return report
+
+
+def read_table(run_dir: Path, name: str) -> pd.DataFrame:
+    path = run_dir / "tables" / f"{name}.csv"
+    if not path.exists():
+        raise UsageError(f"{path} is missing; the run folder is incomplete (rerun the study)")
+    return pd.read_csv(path)
+
+
+def save_figure(fig: plt.Figure, run_dir: Path, name: str) -> str:
+    """figures/<name>.png and .svg, written atomically; returns the PNG's path relative to the run."""
+    for fmt in ("png", "svg"):
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, dpi=130, bbox_inches="tight")
+        atomic_write_bytes(run_dir / "figures" / f"{name}.{fmt}", buf.getvalue())
+    plt.close(fig)
+    return f"figures/{name}.png"
+
+
+def header(run_dir: Path, title: str) -> list[str]:
+    lines = [f"# {title}", ""]
+    if (run_dir / "manifest.json").exists():
+        m = read_manifest(run_dir)
+        lines += [f"Run `{m['run_id']}`: {m['device']}, torch {m['versions'].get('torch')}, "
+                  f"commit `{m.get('git_commit') or 'n/a'}`, {m['wall_seconds']:.0f} s. "
+                  "Resolved config and versions: [manifest.json](manifest.json).", ""]
+    return lines
+
+
+def table_section(run_dir: Path, name: str, title: str, df: pd.DataFrame | None = None) -> list[str]:
+    df = read_table(run_dir, name) if df is None else df
+    return [f"## {title}", "", markdown_table(df), "", f"([CSV](tables/{name}.csv))", ""]
+
+
+# ------------------------------------------------------------------ train runs
+def plot_history(histories: dict[str, pd.DataFrame], title: str) -> plt.Figure:
+    """Train vs test accuracy and loss per epoch (the seed's Chart 4), best test epoch marked."""
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
+    for i, (label, h) in enumerate(histories.items()):
+        color = f"C{i}"
+        prefix = f"{label} " if len(histories) > 1 else ""
+        ax_acc.plot(h["epoch"], h["train_accuracy"], color=color, ls="--", label=f"{prefix}train")
+        ax_acc.plot(h["epoch"], h["test_accuracy"], color=color, label=f"{prefix}test")
+        best = h.loc[h["test_accuracy"].idxmax()]
+        ax_acc.plot(best["epoch"], best["test_accuracy"], "o", color=color, mfc="none", ms=9)
+        ax_loss.plot(h["epoch"], h["train_loss"], color=color, ls="--", label=f"{prefix}train")
+        ax_loss.plot(h["epoch"], h["test_loss"], color=color, label=f"{prefix}test")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy (o = best test epoch)")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    for ax in (ax_acc, ax_loss):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    return fig
+
+
+@reporter("train")
+def report_train(run_dir: Path) -> str:
+    history = read_table(run_dir, "history")
+    summary = read_table(run_dir, "summary")
+    s = summary.iloc[0]
+    fig = save_figure(plot_history({s["model"]: history}, f"{s['model']} on {s['dataset']}"), run_dir, "overfitting")
+    lines = header(run_dir, f"Training: {s['model']} on {s['dataset']}")
+    lines += [f"Final train accuracy {s['train_accuracy']:.4f}, test accuracy {s['test_accuracy']:.4f} "
+              f"(gap {s['train_accuracy'] - s['test_accuracy']:+.4f}); best test {s['best_test_accuracy']:.4f} "
+              f"at epoch {s['best_epoch']}; {s['seconds_per_epoch']:.2f} s per epoch.", "",
+              f"![overfitting curve]({fig})", ""]
+    lines += table_section(run_dir, "history", "History")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ adversarial studies
+def plot_robust_curves(robust: pd.DataFrame) -> plt.Figure:
+    threats = list(dict.fromkeys(robust["threat_model"]))
+    fig, axes = plt.subplots(1, len(threats), figsize=(6 * len(threats), 4.2), squeeze=False)
+    models = list(dict.fromkeys(robust["model"]))
+    for ax, threat in zip(axes[0], threats):
+        part = robust[robust["threat_model"] == threat]
+        for (model, attack), g in part.groupby(["model", "attack"], sort=False):
+            worst = attack.startswith("worst_case")
+            ax.plot(g["epsilon"], g["robust_accuracy"], marker="o", ms=3, color=f"C{models.index(model)}",
+                    ls=":" if worst else ("--" if attack in ("fgsm", "l2-fgm") else "-"), lw=2.5 if worst else 1.5,
+                    label=f"{model} / {attack}")
+        ax.set(xlabel=f"epsilon ({threat}, fraction of pixel range)", ylabel="robust accuracy", ylim=(-0.02, 1.02),
+               title=f"robust accuracy vs epsilon ({threat})")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return fig
+
+
+def plot_gallery(npz: dict[str, np.ndarray]) -> plt.Figure:
+    """Per model: original, amplified perturbation, adversarial, with predictions and confidences
+    (the spirit of Goodfellow et al.'s panda -> gibbon figure)."""
+    models = [str(m) for m in npz["models"]]
+    names = [str(c) for c in npz["class_names"]]
+    k = len(npz[f"x__{models[0]}"])
+    fig, axes = plt.subplots(k, 3 * len(models), figsize=(2.0 * 3 * len(models), 2.1 * k), squeeze=False)
+
+    def show(ax: plt.Axes, img: np.ndarray, title: str) -> None:
+        img = np.transpose(img, (1, 2, 0))
+        ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
+        ax.set_title(title, fontsize=7)
+        ax.axis("off")
+
+    for m, model in enumerate(models):
+        x, adv = npz[f"x__{model}"], npz[f"adv__{model}"]
+        for i in range(k):
+            delta = adv[i] - x[i]
+            scale = float(np.abs(delta).max())
+            cols = axes[i, 3 * m:3 * m + 3]
+            label = int(npz[f"labels__{model}"][i])
+            show(cols[0], x[i], f"{model} (true {names[label]})\n{names[npz[f'clean_pred__{model}'][i]]} "
+                                f"({npz[f'clean_conf__{model}'][i]:.0%})")
+            if scale > 0:
+                show(cols[1], 0.5 + 0.5 * delta / scale, f"perturbation\nx{1 / scale:.1f}, |d|inf={scale:.3g}")
+            else:
+                why = "misclassified clean" if npz[f"clean_pred__{model}"][i] != label else "attack failed"
+                show(cols[1], 0.5 + 0 * delta, f"no perturbation\n({why})")
+            show(cols[2], adv[i], f"adversarial\n{names[npz[f'adv_pred__{model}'][i]]} "
+                                  f"({npz[f'adv_conf__{model}'][i]:.0%})")
+    fig.suptitle(f"{npz['attack']} up to epsilon {float(npz['epsilon']):g} (each example at the smallest grid epsilon "
+                 "that breaks it): original | amplified perturbation | adversarial", fontsize=10)
+    return fig
+
+
+def plot_norms(samples: pd.DataFrame) -> plt.Figure | None:
+    """Histograms of the perturbation norms (L-inf and L2) of every adversarial example found, per model x
+    attack at its largest epsilon. Examples broken at a smaller epsilon keep that smaller perturbation, so
+    the L-inf row is the distribution of the smallest grid epsilon that breaks each example."""
+    found = samples[samples["perturbation_l2"].notna() & ~samples["attack"].str.startswith("worst_case")]
+    if found.empty:
+        return None
+    found = found[found["epsilon"] == found.groupby("attack")["epsilon"].transform("max")]
+    attacks = list(dict.fromkeys(found["attack"]))
+    fig, axes = plt.subplots(2, len(attacks), figsize=(4.5 * len(attacks), 6.5), squeeze=False)
+    for col, attack in enumerate(attacks):
+        part = found[found["attack"] == attack]
+        for row, norm in enumerate(("perturbation_linf", "perturbation_l2")):
+            ax = axes[row, col]
+            for i, (model, g) in enumerate(part.groupby("model", sort=False)):
+                ax.hist(g[norm], bins=30, alpha=0.5, color=f"C{i}", label=f"{model} (n={len(g)})")
+            ax.set(xlabel=norm.replace("perturbation_", "") + " norm", ylabel="adversarial examples",
+                   title=f"{attack} (eps up to {part['epsilon'].iloc[0]:g}, {part['threat_model'].iloc[0]})")
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_adversarial_training(histories: dict[str, pd.DataFrame]) -> plt.Figure:
+    """Clean and robust test accuracy per epoch (robust overfitting, Rice et al. 2020)."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for i, (label, h) in enumerate(histories.items()):
+        ax.plot(h["epoch"], h["test_accuracy"], color=f"C{i}", label=f"{label} clean test")
+        ax.plot(h["epoch"], h["robust_test_accuracy"], color=f"C{i}", ls="--", label=f"{label} robust test (PGD)")
+        ax.plot(h["epoch"], h["train_accuracy"], color=f"C{i}", ls=":", label=f"{label} adversarial train")
+    ax.set(xlabel="epoch", ylabel="accuracy", title="adversarial training", ylim=(-0.02, 1.02))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig
+
+
+@reporter("adversarial")
+def report_adversarial(run_dir: Path) -> str:
+    clean, robust, lint = (read_table(run_dir, t) for t in ("clean_accuracy", "robust_accuracy", "lint"))
+    samples = read_table(run_dir, "robust_samples")
+    histories = {p.stem[len("history_"):]: pd.read_csv(p) for p in sorted((run_dir / "tables").glob("history_*.csv"))}
+    lines = header(run_dir, "Adversarial robustness study")
+    figs = [("robust accuracy vs epsilon", save_figure(plot_robust_curves(robust), run_dir, "robust_accuracy"))]
+    if (run_dir / "data" / "gallery.npz").exists():
+        with np.load(run_dir / "data" / "gallery.npz") as npz:
+            figs.append(("adversarial examples", save_figure(plot_gallery(dict(npz)), run_dir, "gallery")))
+    norms = plot_norms(samples)
+    if norms is not None:
+        figs.append(("perturbation norms", save_figure(norms, run_dir, "perturbation_norms")))
+    adv_hist = {k: h for k, h in histories.items() if "robust_test_accuracy" in h}
+    if adv_hist:
+        figs.append(("adversarial training", save_figure(plot_adversarial_training(adv_hist), run_dir,
+                                                         "adversarial_training")))
+    if histories:
+        figs.append(("training curves", save_figure(plot_history(histories, "training"), run_dir, "training")))
+    wide = robust.pivot_table(index=["model", "attack"], columns="epsilon", values="robust_accuracy", sort=False)
+    wide.columns = [f"eps={c:g}" for c in wide.columns]
+    lines += table_section(run_dir, "clean_accuracy", "Clean accuracy", clean)
+    lines += table_section(run_dir, "robust_accuracy", f"Robust accuracy (first n={int(robust['n'].iloc[0])} test "
+                           "examples; worst_case = per-sample minimum over attacks)", wide.reset_index())
+    verdicts = lint.groupby("model")["status"].agg(lambda s: ", ".join(f"{v} {k}" for k, v in s.value_counts().items()))
+    lines += ["Lint summary: " + "; ".join(f"**{m}**: {v}" for m, v in verdicts.items()), ""]
+    lines += table_section(run_dir, "lint", "Evaluation lint (Carlini et al. 2019)", lint)
+    lines += table_section(run_dir, "attack_cost", "Attack cost (passes counted in examples)")
+    for title, path in figs:
+        lines += [f"## {title.capitalize()}", "", f"![{title}]({path})", ""]
+    return "\n".join(lines)

@@ -1,0 +1,58 @@
+"""Configs: unknown keys are errors, overrides reach any value, shipped study configs resolve."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from robustcnn.config import apply_overrides, load_config, parse_override
+from robustcnn.errors import UsageError
+from robustcnn.experiments.adversarial import AdversarialStudyConfig
+
+STUDIES = Path(__file__).resolve().parent.parent / "studies"
+
+
+def test_defaults_are_the_digits_cpu_profile():
+    cfg = load_config(AdversarialStudyConfig)
+    assert cfg.data.dataset == "digits" and [m.name for m in cfg.models] == ["lenet5", "lenet5-pgd"]
+
+
+def test_unknown_keys_are_errors_with_hints(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[evaluation]\nepsilon = [0.1]\n')
+    with pytest.raises(UsageError, match="unknown config key 'evaluation.epsilon' \\(did you mean 'epsilons'"):
+        load_config(AdversarialStudyConfig, path)
+    with pytest.raises(UsageError, match="unknown config key 'seeed'"):
+        load_config(AdversarialStudyConfig, None, ["seeed=1"])
+
+
+def test_overrides_reach_nested_values_and_list_items():
+    cfg = load_config(AdversarialStudyConfig, None, [
+        "evaluation.epsilons=[0, 0.1]", 'evaluation.attacks=["fgsm"]', "seed=7",
+        'models=[{name="a", arch="lenet5"}, {name="b", arch="mlp"}]', "models.1.train.epochs=2"])
+    assert cfg.evaluation.epsilons == [0.0, 0.1] and [a.name for a in cfg.evaluation.attacks] == ["fgsm"]
+    assert cfg.seed == 7 and cfg.models[1].train.epochs == 2 and cfg.models[1].architecture == "mlp"
+
+
+@pytest.mark.parametrize("override,match", [
+    ("evaluation.epsilons=[-0.1]", "outside \\[0, 1\\]"),
+    ('evaluation.attacks=["pgdd"]', "unknown attack 'pgdd'"),
+    ("seed=abc", "must be an integer"),
+    ("models.0.train.optimizer=adamw", "not one of sgd, adam, adadelta"),
+    ("nonsense", "must look like key=value"),
+])
+def test_bad_values(override, match):
+    with pytest.raises(UsageError, match=match):
+        load_config(AdversarialStudyConfig, None, [override])
+
+
+def test_parse_override_reads_toml_values():
+    assert parse_override("a.b=3") == (["a", "b"], 3)
+    assert parse_override("a=hello") == (["a"], "hello")
+    assert apply_overrides({"a": {"b": 1}}, ["a.c=2"]) == {"a": {"b": 1, "c": 2}}
+
+
+@pytest.mark.parametrize("path", sorted(STUDIES.glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_study_config_resolves(path):
+    cfg = load_config(AdversarialStudyConfig, path)
+    assert cfg.models and cfg.evaluation.attacks
