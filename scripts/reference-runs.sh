@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Regenerates the committed reference runs under results/ (checkpoints are not committed).
+#   scripts/reference-runs.sh ../shared/data        (about 30 minutes on 2 CPU cores)
+set -euo pipefail
+DATA="${1:-${ROBUSTCNN_DATA:-../shared/data}}"
+RC="${RC:-robustcnn}"
+OUT="${OUT:-results}"
+common=(--data-root "$DATA" --out "$OUT" --seed 0)
+
+# The main job on the embedded digits (no data files).
+$RC study adversarial --out "$OUT" --seed 0
+# lenet5, MNIST, the seed's setup: 12 epochs of Adadelta, batch 128.
+$RC train --model lenet5 --dataset mnist --epochs 12 --optimizer adadelta --batch-size 128 "${common[@]}"
+# lenet5_1998, MNIST: 20 epochs of Adam with a cosine schedule, batch 32, MAP loss (j = 0.1).
+$RC train --model lenet5_1998 --dataset mnist --epochs 20 --optimizer adam --lr 0.001 --batch-size 32 \
+  -s model.train.schedule=cosine "${common[@]}"
+# alexnet_cifar on the CIFAR-10 PNG subset (20,000 train / 10,000 test), a few epochs.
+$RC train --model alexnet_cifar --dataset imagefolder:cifar10-png --epochs 8 --optimizer sgd --lr 0.01 \
+  --batch-size 128 "${common[@]}"
+# MNIST adversarial study, CPU profile.
+$RC study adversarial --config studies/adversarial-mnist-cpu.toml "${common[@]}"
+# Checkpoints stay out of git.
+find "$OUT" -type d -name checkpoints -prune -exec rm -rf {} +
