@@ -162,7 +162,9 @@ def check_epsilons(epsilons: Sequence[float]) -> list[float]:
 
 
 class CountingModel(nn.Module):
-    """Wraps a model to count forward and backward passes, in examples (a batch of 100 counts 100)."""
+    """Wraps a model to count passes, in examples (a batch of 100 counts 100). A forward pass that builds a
+    graph is counted as a backward pass too: gradient attacks differentiate every such pass, and counting at
+    forward time keeps hooks out of the hot loop."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -172,17 +174,10 @@ class CountingModel(nn.Module):
         self.training = model.training  # mirror the wrapped model's mode without changing it
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.model(x)
         self.forwards += len(x)
-        if out.requires_grad:
-            n = len(x)
-
-            def count(grad: torch.Tensor) -> torch.Tensor:
-                self.backwards += n
-                return grad
-
-            out.register_hook(count)
-        return out
+        if torch.is_grad_enabled() and x.requires_grad:
+            self.backwards += len(x)
+        return self.model(x)
 
 
 @dataclass
@@ -242,7 +237,10 @@ def evaluate_robustness(
         for eps, broken, adv_x in states:
             delta = (adv_x - x).flatten(1)
             found = broken & clean_correct  # an adversarial example exists (NaN norms where none was found)
-            adv_pred = torch.where(broken, predict(model, adv_x).argmax(1), clean_pred)
+            adv_pred = clean_pred.clone()
+            moved = torch.nonzero(found).flatten()
+            if len(moved):
+                adv_pred[moved] = predict(model, adv_x[moved]).argmax(1)
             sample_frames.append(pd.DataFrame({
                 "index": range(n), "label": y.cpu().numpy(), "clean_pred": clean_pred.cpu().numpy(),
                 "attack": cfg.name, "threat_model": cfg.threat_model.value, "epsilon": eps,
