@@ -1,5 +1,7 @@
 """Attack speed, side by side in one run, on the same model and the same 1,000 MNIST test inputs:
 
+Each timing is the median of --repeats calls.
+
 1. PGD-40 L-inf at one epsilon: robustcnn.evaluate_robustness vs foolbox called directly vs a bare torch
    PGD loop. Goal: robustcnn <= 1.15x the bare loop.
 2. A 6-point epsilon curve: robustcnn (samples broken at a smaller epsilon are not attacked again) vs foolbox's
@@ -21,14 +23,19 @@ from robustcnn.train import resolve_device
 STEPS, EPS, CURVE = 40, 0.1, [0.0, 0.05, 0.1, 0.15, 0.2, 0.3]
 
 
-def timed(fn, device: torch.device) -> tuple[float, object]:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
-    out = fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - t0, out
+def timed(fn, device: torch.device, repeats: int) -> tuple[float, object]:
+    """Median wall time of `repeats` calls (each seeded the same), and the last call's result."""
+    times = []
+    for _ in range(repeats):
+        torch.manual_seed(0)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        out = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2], out
 
 
 def bare_pgd(model, x, y, eps: float, steps: int, step: float) -> float:
@@ -47,6 +54,7 @@ def main() -> None:
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     import foolbox as fb
 
@@ -63,19 +71,23 @@ def main() -> None:
     attack = fb.attacks.LinfPGD(steps=STEPS, rel_stepsize=rel, random_start=True)
     evaluate_robustness(model, x[:50], y[:50], attacks=[cfg], epsilons=[EPS])  # warm-up
 
-    t_bare, acc_bare = timed(lambda: bare_pgd(model, x, y, EPS, STEPS, rel * EPS), device)
-    t_fb, out_fb = timed(lambda: attack(fmodel, x, y, epsilons=[EPS]), device)
-    t_rc, res = timed(lambda: evaluate_robustness(model, x, y, attacks=[cfg], epsilons=[EPS], batch_size=args.n), device)
+    t_bare, acc_bare = timed(lambda: bare_pgd(model, x, y, EPS, STEPS, rel * EPS), device, args.repeats)
+    t_fb, out_fb = timed(lambda: attack(fmodel, x, y, epsilons=[EPS]), device, args.repeats)
+    def ours(epsilons: list[float]):
+        return evaluate_robustness(model, x, y, attacks=[cfg], epsilons=epsilons, batch_size=args.n)
+
+    t_rc, res = timed(lambda: ours([EPS]), device, args.repeats)
     acc_fb = 1 - out_fb[2][0].float().mean().item()
     acc_rc = float(res.table["robust_accuracy"].iloc[-1])
-    print(f"device {device}, lenet5 (3 epochs Adadelta), {args.n} MNIST test inputs, PGD-{STEPS} eps {EPS}")
+    print(f"device {device}, lenet5 (3 epochs Adadelta), {args.n} MNIST test inputs, PGD-{STEPS} eps {EPS}, "
+          f"median of {args.repeats} runs each")
     print(f"bare torch PGD loop:   {t_bare:7.3f} s  robust accuracy {acc_bare:.3f}")
     print(f"foolbox LinfPGD:       {t_fb:7.3f} s  robust accuracy {acc_fb:.3f}  ratio to bare {t_fb / t_bare:.3f}")
     print(f"robustcnn evaluation:  {t_rc:7.3f} s  robust accuracy {acc_rc:.3f}  ratio to bare {t_rc / t_bare:.3f} "
           "(goal <= 1.15; includes clean predictions and per-sample records)")
 
-    t_fb6, out6 = timed(lambda: attack(fmodel, x, y, epsilons=CURVE), device)
-    t_rc6, res6 = timed(lambda: evaluate_robustness(model, x, y, attacks=[cfg], epsilons=CURVE, batch_size=args.n), device)
+    t_fb6, out6 = timed(lambda: attack(fmodel, x, y, epsilons=CURVE), device, args.repeats)
+    t_rc6, res6 = timed(lambda: ours(CURVE), device, args.repeats)
     fb_curve = [round(1 - s.float().mean().item(), 3) for s in out6[2]]
     rc_curve = [round(v, 3) for v in res6.table["robust_accuracy"]]
     print(f"6-point curve {CURVE}")

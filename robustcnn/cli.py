@@ -1,6 +1,7 @@
 """The `robustcnn` command: a thin layer over the Python API (every command has a Python twin)."""
 from __future__ import annotations
 
+import signal
 import sys
 from enum import Enum
 from pathlib import Path
@@ -15,11 +16,16 @@ from robustcnn.errors import UsageError
 ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 class OneLineErrors(TyperGroup):
     """Every usage mistake (click's or ours) ends as one line on stderr and exit code 2, no traceback."""
 
     def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None, standalone_mode: bool = True,
              **extra: Any) -> Any:
+        signal.signal(signal.SIGTERM, _terminate)  # a killed run cleans up its staging folder, as on Ctrl-C
         try:
             rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra)
         except ClickException as err:
@@ -30,9 +36,9 @@ class OneLineErrors(TyperGroup):
         except UsageError as err:
             typer.echo(f"robustcnn: error: {err}", err=True)
             sys.exit(2)
-        except typer.Abort:
-            typer.echo("robustcnn: aborted", err=True)
-            sys.exit(1)
+        except (typer.Abort, KeyboardInterrupt):
+            typer.echo("robustcnn: interrupted; the unfinished run folder was removed", err=True)
+            sys.exit(130)
         if standalone_mode:
             sys.exit(rv if isinstance(rv, int) else 0)
         return rv

@@ -66,12 +66,12 @@ def write_json(path: Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2) + "\n")
 
 
-def write_table(run_dir: Path, name: str, df: pd.DataFrame, *, title: str | None = None) -> Path:
-    """tables/<name>.csv (full precision) and tables/<name>.md (for reading); returns the CSV path."""
+def write_table(run_dir: Path, name: str, df: pd.DataFrame, *, title: str | None = None, markdown: bool = True) -> Path:
+    """tables/<name>.csv (full precision) and, unless markdown=False (per-sample tables), tables/<name>.md."""
     tables = Path(run_dir) / "tables"
     csv_path = atomic_write_text(tables / f"{name}.csv", df.to_csv(index=False))
-    md = (f"### {title}\n\n" if title else "") + markdown_table(df) + "\n"
-    atomic_write_text(tables / f"{name}.md", md)
+    if markdown:
+        atomic_write_text(tables / f"{name}.md", (f"### {title}\n\n" if title else "") + markdown_table(df) + "\n")
     return csv_path
 
 

@@ -20,7 +20,7 @@ from robustcnn.experiments.common import DataCache, DataSpec, ModelSpec, fit, sa
 from robustcnn.lint import lint_evaluation
 from robustcnn.report import redraw
 from robustcnn.results import RunFolder, atomic_write_bytes, write_table
-from robustcnn.train import AdversarialTraining, TrainConfig, evaluate, resolve_device
+from robustcnn.train import AdversarialTraining, TrainConfig, resolve_device
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,7 @@ def run_adversarial_study(config: AdversarialStudyConfig, out: str | Path = "res
             df = pd.concat([getattr(e, table) for e in evaluations], ignore_index=True)
             name = {"clean": "clean_accuracy", "robust": "robust_accuracy", "cost": "attack_cost",
                     "samples": "robust_samples"}.get(table, table)
-            write_table(run.path, name, df, title=title)
+            write_table(run.path, name, df, title=title, markdown=title is not None)
         if gallery:
             _save_gallery(run.path / "data" / "gallery.npz", gallery, ev.gallery_attack, gallery_eps)
     return run.path
@@ -169,6 +169,3 @@ def _save_gallery(path: Path, gallery: dict[str, tuple[nn.Module, DataBundle, to
     np.savez_compressed(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())
 
-
-def clean_accuracy(model: nn.Module, data: DataBundle) -> float:
-    return evaluate(model, data.x_test, data.y_test)[1]
