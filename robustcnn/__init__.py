@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from robustcnn.attacks import AttackConfig, ThreatModel, evaluate_robustness, list_attacks
+from robustcnn.benchmark import Scorecard, benchmark, write_benchmark
 from robustcnn.config import load_config
 from robustcnn.data import DataBundle, DatasetName, load_dataset
 from robustcnn.errors import UsageError
@@ -30,8 +31,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AdversarialStudyConfig", "AdversarialTraining", "AttackConfig", "DataBundle", "DataSpec", "DatasetName",
-    "EvaluationConfig", "ModelSpec", "ThreatModel", "TrainConfig", "TrainResult", "TrainRunConfig", "UsageError",
-    "count_parameters", "create_model", "evaluate_model", "evaluate_robustness", "lint_evaluation", "list_attacks",
-    "list_models", "load_config", "load_dataset", "register_model", "report", "run_adversarial_study", "run_train",
-    "seed_everything", "train",
+    "EvaluationConfig", "ModelSpec", "Scorecard", "ThreatModel", "TrainConfig", "TrainResult", "TrainRunConfig",
+    "UsageError", "benchmark", "count_parameters", "create_model", "evaluate_model", "evaluate_robustness",
+    "lint_evaluation", "list_attacks", "list_models", "load_config", "load_dataset", "register_model", "report",
+    "run_adversarial_study", "run_train", "seed_everything", "train", "write_benchmark",
 ]

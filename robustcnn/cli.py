@@ -130,6 +130,57 @@ def study(
     typer.echo(f"wrote {path}\nreport: {path / 'report.md'}")
 
 
+def _floats(text: str | None, what: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"{what} must be comma-separated numbers, got '{text}'") from None
+
+
+@app.command()
+def benchmark(
+    model: str = typer.Argument(..., help="file.py:factory, package.module:factory, a zoo name, TorchScript or .pt2."),
+    dataset: str = typer.Option("mnist", "--dataset", "-d"),
+    weights: Path = typer.Option(None, "--weights", help="A state_dict (read with weights_only=True)."),
+    model_arg: list[str] = typer.Option([], "--model-arg", help="key=value passed to the factory (TOML values)."),
+    attacks: str = typer.Option("fgsm,pgd", "--attacks", help="Comma-separated attack names."),
+    eps: str = typer.Option(None, "--eps", help="Comma-separated epsilons in [0,1] (default by dataset)."),
+    n_examples: int = typer.Option(1000, "--n-examples", min=1, help="The first N test examples, in order."),
+    attack_seeds: int = typer.Option(1, "--attack-seeds", min=1, help="Repeat random attacks over seeds."),
+    mean: str = typer.Option(None, "--mean", help="Per-channel mean the model expects, e.g. 0.49,0.48,0.45."),
+    std: str = typer.Option(None, "--std", help="Per-channel std the model expects."),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow files that need pickled code (runs it)."),
+    image_size: int = typer.Option(None, "--image-size", min=4, help="Resize the dataset's images to this size."),
+    data_root: Path = DATA_ROOT, device: str = DEVICE, out: Path = OUT,
+) -> None:
+    """Scorecard for a model you bring: pre-flight checks, robust accuracy with intervals, lint, leaderboard."""
+    from robustcnn.benchmark import benchmark as run_benchmark
+    from robustcnn.benchmark import write_benchmark
+    from robustcnn.config import parse_override
+    from robustcnn.train import resolve_device
+
+    kwargs = {}
+    for pair in model_arg:
+        keys, value = parse_override(pair)
+        kwargs[".".join(keys)] = value
+    config = {"model": model, "dataset": dataset, "weights": str(weights) if weights else None, "model_args": kwargs,
+              "attacks": attacks.split(","), "eps": _floats(eps, "--eps"), "n_examples": n_examples,
+              "attack_seeds": attack_seeds, "mean": _floats(mean, "--mean"), "std": _floats(std, "--std"),
+              "trust_pickle": trust_pickle, "image_size": image_size}
+    dev = str(resolve_device(device or "auto"))
+    card = run_benchmark(model, dataset=dataset, weights=weights, model_args=kwargs,
+                         attacks=[a.strip() for a in attacks.split(",") if a.strip()], epsilons=config["eps"],
+                         n_examples=n_examples, attack_seeds=attack_seeds, mean=config["mean"], std=config["std"],
+                         trust_pickle=trust_pickle, data_root=data_root, image_size=image_size, device=dev)
+    path = write_benchmark(card, out, config=config, device=dev)
+    worst = card.robust[card.robust["attack"] == "worst_case"]
+    curve = ", ".join(f"{e:g}: {a:.3f}" for e, a in zip(worst["epsilon"], worst["robust_accuracy"]))
+    typer.echo(f"{card.model} on {card.dataset}: clean {card.clean_accuracy:.4f}; worst case {curve}")
+    typer.echo(f"wrote {path}\nreport: {path / 'report.md'}")
+
+
 @app.command()
 def report(run_dir: Path = typer.Argument(..., help="A run folder, e.g. results/adversarial/<run-id>.")) -> None:
     """Redraw every figure and report.md of a run from its saved tables (no retraining)."""

@@ -235,3 +235,41 @@ def report_adversarial(run_dir: Path) -> str:
     for title, path in figs:
         lines += [f"## {title.capitalize()}", "", f"![{title}]({path})", ""]
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ benchmark scorecards
+def plot_scorecard(robust: pd.DataFrame, references: pd.DataFrame, model: str) -> plt.Figure:
+    """The model's robust accuracy vs epsilon (with 95 % intervals) beside reference models' worst case."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, (attack, g) in enumerate(robust.groupby("attack", sort=False)):
+        worst = attack.startswith("worst_case")
+        ax.errorbar(g["epsilon"], g["robust_accuracy"], yerr=[g["robust_accuracy"] - g["ci_low"],
+                    g["ci_high"] - g["robust_accuracy"]], marker="o", ms=3, capsize=2, lw=2.5 if worst else 1.2,
+                    color="k" if worst else f"C{i}", label=f"{model} / {attack}")
+    for j, ((source, ref), g) in enumerate(references.groupby(["source", "model"], sort=False)):
+        ax.plot(g["epsilon"], g["robust_accuracy"], ls=":", color=f"C{(j + 4) % 10}", label=f"{ref} ({source})")
+    ax.set(xlabel="epsilon (fraction of pixel range)", ylabel="robust accuracy", ylim=(-0.02, 1.02),
+           title="robust accuracy vs epsilon (bars: 95 % interval)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig
+
+
+@reporter("benchmark")
+def report_benchmark(run_dir: Path) -> str:
+    import json
+
+    card = json.loads((run_dir / "scorecard.json").read_text())
+    robust, references = read_table(run_dir, "robust_accuracy"), read_table(run_dir, "reference_curves")
+    fig = save_figure(plot_scorecard(robust, references, card["model"]), run_dir, "robust_accuracy")
+    lines = header(run_dir, f"Robustness scorecard: {card['model']} on {card['dataset']}")
+    thr = ", ".join(f"{k.replace('_images_per_second', '')} {v:,.0f}/s" for k, v in card["throughput"].items())
+    lines += [f"Clean accuracy **{card['clean_accuracy']:.4f}** on the first {card['n_examples']} test examples; "
+              f"{card['parameters']:,} parameters; weights hash `{card['weights_hash']}`; throughput (images): "
+              f"{thr}; {card['wall_seconds']:.0f} s in all.", "", f"![robust accuracy]({fig})", ""]
+    lines += table_section(run_dir, "robust_accuracy", "Robust accuracy (95 % Wilson intervals)",
+                           robust.drop(columns=["model"], errors="ignore"))
+    lines += table_section(run_dir, "preflight", "Pre-flight checks")
+    lines += table_section(run_dir, "lint", "Evaluation lint (Carlini et al. 2019)")
+    lines += table_section(run_dir, "attack_cost", "Attack cost")
+    return "\n".join(lines)

@@ -134,8 +134,10 @@ class RunFolder:
     """
 
     def __init__(self, out: str | Path, kind: str, *, config: Any, seed: int | None, device: str,
-                 run_id: str | None = None, on_finish: Any = None) -> None:
-        """on_finish(path): called after the manifest is written and before the folder is renamed (the report)."""
+                 run_id: str | None = None, on_finish: Any = None, elapsed: float = 0.0) -> None:
+        """on_finish(path): called after the manifest is written and before the folder is renamed (the report).
+        elapsed: seconds of the run's work done before the folder was opened (counted in wall_seconds)."""
+        self.elapsed = elapsed
         self.kind, self.config, self.seed, self.device, self.on_finish = kind, config, seed, device, on_finish
         self.run_id = run_id or datetime.now().strftime("%Y%m%d-%H%M%S")
         parent = Path(out) / kind
@@ -193,7 +195,7 @@ class RunFolder:
             "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
             "start": self._start,
             "end": _now(),
-            "wall_seconds": time.perf_counter() - self._t0,
+            "wall_seconds": self.elapsed + time.perf_counter() - self._t0,
             "files": files,
             **self.extra,
         }
