@@ -19,5 +19,11 @@ $RC train --model alexnet_cifar --dataset imagefolder:cifar10-png --epochs 8 --o
   --batch-size 128 "${common[@]}"
 # MNIST adversarial study, CPU profile.
 $RC study adversarial --config studies/adversarial-mnist-cpu.toml "${common[@]}"
+# A model that is not in the zoo, benchmarked as a user would (examples/train_my_cnn.py made its weights).
+$RC benchmark examples/my_cnn.py:small_cnn --model-arg in_channels=1 --dataset mnist \
+  --weights examples/my_cnn_mnist.pt --mean 0.1307 --std 0.3081 --data-root "$DATA" --out "$OUT"
+$RC benchmark examples/my_cnn.py:small_cnn --model-arg in_channels=3 --dataset imagefolder:cifar10-png \
+  --weights examples/my_cnn_cifar10.pt --mean 0.4914,0.4822,0.4465 --std 0.2470,0.2435,0.2616 \
+  --data-root "$DATA" --out "$OUT"
 # Checkpoints stay out of git.
 find "$OUT" -type d -name checkpoints -prune -exec rm -rf {} +
