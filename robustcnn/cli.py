@@ -51,6 +51,10 @@ app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, add_completion=False,
 
 class StudyKind(str, Enum):
     ADVERSARIAL = "adversarial"
+    OVERFITTING = "overfitting"
+    GENERALIZATION = "generalization"
+    MEMORIZATION = "memorization"
+    DOUBLE_DESCENT = "double-descent"
 
 
 class OptimizerChoice(str, Enum):
@@ -118,15 +122,30 @@ def study(
     kind: StudyKind = typer.Argument(StudyKind.ADVERSARIAL, help="Which study."),
     config: Path = typer.Option(None, "--config", "-c", help="A study config (studies/*.toml); default: the CPU profile."),
     dataset: str = typer.Option(None, "--dataset", "-d", help="Override the config's dataset."),
+    executor: str = typer.Option(None, "--executor", help="Sweeps: local (default) or ray."),
+    address: str = typer.Option(None, "--address", help="Sweeps: a Ray cluster address."),
+    workers: int = typer.Option(None, "--workers", min=1, help="Sweeps: local worker processes."),
     data_root: Path = DATA_ROOT, seed: int = SEED, device: str = DEVICE, out: Path = OUT, overrides: list[str] = SET,
 ) -> None:
-    """Run a study and write its tables, figures and report.md."""
+    """Run a study and write its tables, figures and report.md (sweeps resume from finished points)."""
     from robustcnn.config import load_config
-    from robustcnn.experiments.adversarial import AdversarialStudyConfig, run_adversarial_study
 
-    flags = {"data.dataset": dataset, "data.data_root": data_root, "seed": seed, "device": device}
-    cfg = load_config(AdversarialStudyConfig, config, _overrides(flags, overrides))
-    path = run_adversarial_study(cfg, out, progress=_progress())
+    flags = {"data.dataset": dataset, "data.data_root": data_root, "device": device}
+    if kind == StudyKind.ADVERSARIAL:
+        from robustcnn.experiments.adversarial import AdversarialStudyConfig, run_adversarial_study
+
+        cfg = load_config(AdversarialStudyConfig, config, _overrides({**flags, "seed": seed}, overrides))
+        path = run_adversarial_study(cfg, out, progress=_progress())
+    else:
+        from robustcnn.experiments.generalization import SweepStudy, SweepStudyConfig, default_config, run_sweep_study
+
+        study = SweepStudy(kind.value)
+        flags.update({"executor": executor, "address": address, "workers": workers,
+                      "seeds": [seed] if seed is not None else None})
+        cfg = load_config(SweepStudyConfig, config, _overrides(flags, overrides), base=default_config(study))
+        if cfg.study != study:
+            raise UsageError(f"config {config} is for study '{cfg.study.value}', not '{study.value}'")
+        path = run_sweep_study(cfg, out, progress=_progress())
     typer.echo(f"wrote {path}\nreport: {path / 'report.md'}")
 
 

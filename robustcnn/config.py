@@ -156,11 +156,12 @@ def merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
-    """The resolved config: the dataclass defaults, then the TOML file, then the overrides."""
+def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = (), *,
+                base: T | None = None) -> T:
+    """The resolved config: the defaults (`base`, else the dataclass's), then the TOML file, then the overrides."""
     from robustcnn.results import to_jsonable
 
-    data = to_jsonable(cls())
+    data = to_jsonable(base if base is not None else cls())
     if path is not None:
         data = merge(data, read_toml(path))
     return from_dict(cls, apply_overrides(data, overrides))

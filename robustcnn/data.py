@@ -24,6 +24,14 @@ from robustcnn.errors import UsageError, check_choice
 from robustcnn.results import atomic_write_bytes
 
 
+class Corruption(str, Enum):
+    """Zhang et al. 2017's randomization tests, applied to train and test images alike."""
+
+    NONE = "none"
+    SHUFFLED_PIXELS = "shuffled_pixels"  # one fixed random permutation of pixel positions for every image
+    RANDOM_PIXELS = "random_pixels"      # every image replaced by Gaussian noise with the data's mean and std
+
+
 class DatasetName(str, Enum):
     """The named datasets; any folder of PNG/JPEG class folders is also accepted as 'imagefolder:<path>'."""
 
@@ -103,6 +111,7 @@ def load_dataset(
     train_subset: int | None = None,
     label_noise: float = 0.0,
     seed: int = 0,
+    corruption: Corruption | str = Corruption.NONE,
     device: torch.device | str = "cpu",
 ) -> DataBundle:
     """Load a dataset by name as [0,1] tensors on `device`.
@@ -131,7 +140,21 @@ def load_dataset(
         bundle.y_train, bundle.noisy_indices = apply_label_noise(bundle.y_train, label_noise, bundle.num_classes, seed)
     if image_size is not None and image_size != bundle.image_size:
         bundle.x_train, bundle.x_test = resize(bundle.x_train, image_size), resize(bundle.x_test, image_size)
+    corruption = Corruption(corruption)
+    if corruption != Corruption.NONE:
+        bundle.x_train, bundle.x_test = (corrupt(x, corruption, seed) for x in (bundle.x_train, bundle.x_test))
     return bundle.to(device)
+
+
+def corrupt(x: torch.Tensor, corruption: Corruption, seed: int) -> torch.Tensor:
+    """Shuffled pixels (the same permutation for every image, so train and test agree) or Gaussian noise."""
+    g = torch.Generator().manual_seed(seed + 104729)
+    if corruption == Corruption.SHUFFLED_PIXELS:
+        n, c, h, w = x.shape
+        perm = torch.randperm(h * w, generator=g)
+        return x.flatten(2)[:, :, perm].view(n, c, h, w)
+    noise = torch.randn(x.shape, generator=g) * x.std() + x.mean()
+    return noise.clamp_(0, 1)
 
 
 def apply_label_noise(y: torch.Tensor, fraction: float, num_classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -34,6 +34,12 @@ def redraw(run_dir: str | Path, kind: str | None = None) -> Path:
         kind = read_manifest(run_dir)["kind"]
     if kind not in REPORTERS:
         raise UsageError(f"no report for runs of kind '{kind}'")
+    for csv in sorted((run_dir / "tables").glob("*.csv")):  # the Markdown copies, from the CSVs
+        md = csv.with_suffix(".md")
+        if md.exists():
+            first = md.read_text().split("\n", 1)[0]
+            title = first + "\n\n" if first.startswith("### ") else ""
+            atomic_write_text(md, title + markdown_table(pd.read_csv(csv)) + "\n")
     body = REPORTERS[kind](run_dir)
     report = atomic_write_text(run_dir / "report.md", body)
     if (run_dir / "manifest.json").exists():  # a finished run: keep its file list true
@@ -273,3 +279,90 @@ def report_benchmark(run_dir: Path) -> str:
     lines += table_section(run_dir, "lint", "Evaluation lint (Carlini et al. 2019)")
     lines += table_section(run_dir, "attack_cost", "Attack cost")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ generalization studies (sweeps)
+def _errorbars(ax: plt.Axes, x: pd.Series, g: pd.DataFrame, col: str, **kw) -> None:
+    ax.errorbar(x, g[f"{col}_mean"], yerr=g[f"{col}_std"], marker="o", ms=3, capsize=2, **kw)
+
+
+def plot_sweep_curves(summary: pd.DataFrame, peaks: pd.DataFrame, rff: pd.DataFrame | None) -> plt.Figure:
+    """Test error with train error beside it for each sweep; threshold (dashed) and peak (red) marked."""
+    panels = [s for s in ("model-wise", "sample-wise") if s in set(summary["sweep"])] + (["rff"] if rff is not None else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4), squeeze=False)
+    for ax, sweep in zip(axes[0], panels):
+        if sweep == "rff":
+            g = rff.groupby("features", as_index=False).mean(numeric_only=True)
+            x, test, train = g["features"], g["test_error"], g["train_error"]
+            ax.plot(x, test, "o-", ms=3, label="test error")
+            ax.plot(x, train, "s--", ms=3, label="train error")
+            ax.set(xlabel=f"random features N (n = {int(g['train_size'].iloc[0])})", title="random Fourier features")
+        else:
+            g = summary[summary["sweep"] == sweep]
+            x = g["x"].astype(float)
+            _errorbars(ax, x, g, "test_error", label="test error")
+            _errorbars(ax, x, g, "train_error", ls="--", label="train error")
+            ax.set(xlabel="width k" if sweep == "model-wise" else "training examples", title=f"{sweep} double descent")
+        ax.set_xscale("log")
+        p = peaks[peaks["sweep"] == sweep]
+        if len(p) and not pd.isna(p["interpolation_threshold"].iloc[0]):
+            ax.axvline(p["interpolation_threshold"].iloc[0], color="gray", ls=":", label="interpolation threshold")
+        if len(p) and not pd.isna(p["peak_at"].iloc[0]):
+            ax.plot(p["peak_at"], p["peak_test_error"], "o", color="red", ms=9, mfc="none", label="peak")
+        ax.set_ylabel("error")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_variants(summary: pd.DataFrame, title: str) -> plt.Figure:
+    """Train and test accuracy (mean +- std over seeds) per variant."""
+    g = summary[summary["sweep"] == "variants"]
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(g)), 4))
+    pos = np.arange(len(g))
+    ax.bar(pos - 0.2, g["train_accuracy_mean"], 0.4, yerr=g["train_accuracy_std"], capsize=3, label="train")
+    ax.bar(pos + 0.2, g["test_accuracy_mean"], 0.4, yerr=g["test_accuracy_std"], capsize=3, label="test")
+    ax.set_xticks(pos, g["variant"], rotation=25, ha="right", fontsize=8)
+    ax.set(ylabel="accuracy", ylim=(0, 1.05), title=title)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend()
+    return fig
+
+
+def _mean_histories(history: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    cols = ["train_loss", "train_accuracy", "test_loss", "test_accuracy"]
+    return {v: g.groupby("epoch", as_index=False)[cols].mean() for v, g in history.groupby("variant", sort=False)}
+
+
+def report_sweep(run_dir: Path) -> str:
+    study = read_manifest(run_dir)["config"]["study"] if (run_dir / "manifest.json").exists() else "sweep"
+    lines = header(run_dir, f"Study: {study}")
+    tables = run_dir / "tables"
+    rff = pd.read_csv(tables / "rff.csv") if (tables / "rff.csv").exists() else None
+    summary = read_table(run_dir, "summary") if (tables / "summary.csv").exists() else pd.DataFrame(columns=["sweep"])
+    figs = []
+    if (tables / "peaks.csv").exists():
+        peaks = read_table(run_dir, "peaks")
+        figs.append(("double descent", save_figure(plot_sweep_curves(summary, peaks, rff), run_dir, "double_descent")))
+        lines += table_section(run_dir, "peaks", "Interpolation thresholds and peaks", peaks)
+    if (summary["sweep"] == "variants").any():
+        if study == "overfitting":
+            history = read_table(run_dir, "history")
+            figs.append(("overfitting curves", save_figure(plot_history(_mean_histories(history), "train vs test "
+                                                                        "(mean over seeds)"), run_dir, "overfitting")))
+        figs.append(("train and test accuracy", save_figure(plot_variants(summary, study), run_dir, "variants")))
+    if len(summary):
+        keep = [c for c in summary.columns if c.split("_")[0] in ("sweep", "variant", "x", "seeds") or
+                c.startswith(("train_accuracy", "test_accuracy", "gap", "epochs_to_fit", "best_epoch"))]
+        lines += table_section(run_dir, "summary", "Summary (mean and std over seeds)", summary[keep])
+        lines += table_section(run_dir, "point_cost", "Cost per point")
+    if rff is not None:
+        lines += table_section(run_dir, "rff", "Random Fourier features")
+    for title, path in figs:
+        lines += [f"## {title.capitalize()}", "", f"![{title}]({path})", ""]
+    return "\n".join(lines)
+
+
+for _study in ("overfitting", "generalization", "memorization", "double-descent", "sweep"):
+    REPORTERS[_study] = report_sweep

@@ -25,5 +25,9 @@ $RC benchmark examples/my_cnn.py:small_cnn --model-arg in_channels=1 --dataset m
 $RC benchmark examples/my_cnn.py:small_cnn --model-arg in_channels=3 --dataset imagefolder:cifar10-png \
   --weights examples/my_cnn_cifar10.pt --mean 0.4914,0.4822,0.4465 --std 0.2470,0.2435,0.2616 \
   --data-root "$DATA" --out "$OUT"
+# Generalization studies, CPU profiles (the defaults) on digits.
+for study in double-descent memorization generalization overfitting; do
+  $RC study "$study" --out "$OUT"
+done
 # Checkpoints stay out of git.
 find "$OUT" -type d -name checkpoints -prune -exec rm -rf {} +

@@ -100,3 +100,24 @@ def test_listings():
     assert models.exit_code == 0 and "44,426" in models.output and "60,000" in models.output
     attacks = run("attacks")
     assert attacks.exit_code == 0 and all(a in attacks.output for a in ("fgsm", "pgd", "l2-pgd", "l2-fgm", "deepfool", "cw-l2"))
+
+
+def test_sweep_study_through_the_cli_resumes(tmp_path):
+    args = ["study", "memorization", "--out", str(tmp_path), "-s", "data.train_subset=100", "-s", "model.train.epochs=2",
+            "-s", 'variants=[{name="clean", label_noise=0.0}, {name="random", label_noise=1.0}]']
+    first = run(*args)
+    assert first.exit_code == 0, first.output
+    again = run(*args)
+    assert again.exit_code == 0, again.output
+    runs = sorted(p for p in (tmp_path / "memorization").iterdir() if not p.name.startswith("."))
+    assert len(runs) == 2
+    cost = pd.read_csv(runs[1] / "tables" / "point_cost.csv")
+    assert cost["resumed"].all()
+    pd.testing.assert_frame_equal(pd.read_csv(runs[0] / "tables" / "summary.csv"),
+                                  pd.read_csv(runs[1] / "tables" / "summary.csv"))
+
+
+def test_study_config_of_another_kind_is_refused(tmp_path):
+    config = Path(__file__).resolve().parent.parent / "studies" / "overfitting-cifar10.toml"
+    result = run("study", "memorization", "--config", str(config), "--out", str(tmp_path))
+    assert result.exit_code == 2 and "is for study 'overfitting', not 'memorization'" in result.output

@@ -52,7 +52,18 @@ def test_parse_override_reads_toml_values():
     assert apply_overrides({"a": {"b": 1}}, ["a.c=2"]) == {"a": {"b": 1, "c": 2}}
 
 
-@pytest.mark.parametrize("path", sorted(STUDIES.glob("*.toml")), ids=lambda p: p.name)
-def test_every_shipped_study_config_resolves(path):
+@pytest.mark.parametrize("path", sorted(STUDIES.glob("adversarial-*.toml")), ids=lambda p: p.name)
+def test_every_shipped_adversarial_config_resolves(path):
     cfg = load_config(AdversarialStudyConfig, path)
     assert cfg.models and cfg.evaluation.attacks
+
+
+@pytest.mark.parametrize("path", sorted(p for p in STUDIES.glob("*.toml") if not p.name.startswith("adversarial-")),
+                         ids=lambda p: p.name)
+def test_every_shipped_sweep_config_resolves(path):
+    from robustcnn.config import read_toml
+    from robustcnn.experiments.generalization import SweepStudy, SweepStudyConfig, default_config
+
+    study = SweepStudy(read_toml(path)["study"])
+    cfg = load_config(SweepStudyConfig, path, base=default_config(study))
+    assert cfg.study == study and (cfg.variants or cfg.widths or cfg.train_sizes)

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from robustcnn.data import DataBundle, load_dataset
+from robustcnn.data import Corruption, DataBundle, load_dataset
 from robustcnn.models import create_model, model_input_size
 from robustcnn.results import atomic_write_bytes, write_table
 from robustcnn.train import TrainConfig, TrainResult, seed_everything, train
@@ -47,6 +47,7 @@ class DataSpec:
     data_root: str | None = None
     train_subset: int | None = None
     label_noise: float = 0.0
+    corruption: Corruption = Corruption.NONE
 
 
 class DataCache:
@@ -62,7 +63,7 @@ class DataCache:
             s = self.spec
             self._by_size[size] = load_dataset(s.dataset, root=s.data_root, image_size=size,
                                                train_subset=s.train_subset, label_noise=s.label_noise,
-                                               seed=self.seed, device=self.device)
+                                               corruption=s.corruption, seed=self.seed, device=self.device)
         return self._by_size[size]
 
 

@@ -1,0 +1,283 @@
+"""Generalization studies on the sweep engine: overfitting curves, the train/test gap under regularizers,
+memorization (Zhang et al. 2017) and double descent (Nakkiran et al. 2019; Belkin et al. 2019).
+
+Every study is a list of sweep points (data spec x model spec x seed); each point trains one model and its
+record is stored under a hash of its config, so an interrupted study resumes where it stopped.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from robustcnn.data import Corruption
+from robustcnn.errors import UsageError
+from robustcnn.experiments.common import DataCache, DataSpec, ModelSpec, fit
+from robustcnn.peaks import find_peak
+from robustcnn.results import RunFolder, to_jsonable, write_table
+from robustcnn.sweep import Executor, SweepStore, run_sweep
+from robustcnn.train import TrainConfig, resolve_device
+
+
+class SweepStudy(str, Enum):
+    OVERFITTING = "overfitting"
+    GENERALIZATION = "generalization"
+    MEMORIZATION = "memorization"
+    DOUBLE_DESCENT = "double-descent"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One arm of a study: a model (default: the study's) and changes to the data."""
+
+    name: str
+    model: ModelSpec | None = None
+    label_noise: float | None = None
+    corruption: Corruption | None = None
+    train_subset: int | None = None
+
+
+@dataclass(frozen=True)
+class RFFSweep:
+    """Random Fourier features (min-norm least squares) on `train_size` examples, N swept over `features`."""
+
+    features: list[int] = field(default_factory=lambda: [50, 100, 200, 400, 600, 800, 900, 1000, 1100, 1250, 1500,
+                                                         2000, 3000])
+    train_size: int = 1000
+    sigma: float = 5.0
+
+
+@dataclass(frozen=True)
+class SweepStudyConfig:
+    """A generalization study. `variants` drive overfitting/generalization/memorization; `widths`,
+    `train_sizes` and `rff` drive double descent (each sweep is skipped when empty)."""
+
+    study: SweepStudy = SweepStudy.DOUBLE_DESCENT
+    name: str = "cpu"
+    description: str = ""
+    data: DataSpec = field(default_factory=DataSpec)
+    model: ModelSpec = field(default_factory=lambda: ModelSpec("mlp"))
+    seeds: list[int] = field(default_factory=lambda: [0])
+    device: str = "cpu"
+    executor: Executor = Executor.LOCAL
+    workers: int = 1
+    address: str | None = None
+    variants: list[Variant] = field(default_factory=list)
+    widths: list[int] = field(default_factory=list)
+    train_sizes: list[int] = field(default_factory=list)
+    sample_width: int | None = None  # the width of the sample-wise sweep (default: the model's own)
+    rff: RFFSweep | None = None
+    fit_threshold: float = 0.99  # memorization: the first epoch with train accuracy >= this "fits"
+    peak_min_height: float = 0.01
+
+    def __post_init__(self) -> None:
+        if not self.seeds:
+            raise UsageError("give at least one seed")
+        if self.workers < 1:
+            raise UsageError("workers must be at least 1")
+
+
+# ------------------------------------------------------------------ points
+def make_points(cfg: SweepStudyConfig) -> list[dict[str, Any]]:
+    base_data, base_model = to_jsonable(cfg.data), to_jsonable(cfg.model)
+    points = []
+
+    def add(sweep: str, label: str, x: float | str, data: dict, model: dict) -> None:
+        for seed in cfg.seeds:
+            points.append({"sweep": sweep, "variant": label, "x": x, "seed": seed, "device": cfg.device,
+                           "data": data, "model": model})
+
+    for v in cfg.variants:
+        data = dict(base_data)
+        for key in ("label_noise", "corruption", "train_subset"):
+            if getattr(v, key) is not None:
+                data[key] = to_jsonable(getattr(v, key))
+        x = v.label_noise if cfg.study == SweepStudy.MEMORIZATION and v.label_noise is not None else v.name
+        add("variants", v.name, x, data, to_jsonable(v.model) if v.model else base_model)
+    for k in cfg.widths:
+        add("model-wise", f"width={k}", k, base_data, {**base_model, "kwargs": {**base_model["kwargs"], "width": k}})
+    for n in cfg.train_sizes:
+        width = cfg.sample_width or base_model["kwargs"].get("width")
+        kwargs = {**base_model["kwargs"], **({"width": width} if width else {})}
+        add("sample-wise", f"n={n}", n, {**base_data, "train_subset": n}, {**base_model, "kwargs": kwargs})
+    return points
+
+
+def run_point(point: dict[str, Any]) -> dict[str, Any]:
+    """Train one point's model and return its final metrics and per-epoch history (module-level: picklable)."""
+    from robustcnn.config import from_dict
+
+    data_spec, model_spec = from_dict(DataSpec, point["data"]), from_dict(ModelSpec, point["model"])
+    device = resolve_device(point["device"])
+    data = DataCache(data_spec, seed=point["seed"], device=device).for_model(model_spec.architecture)
+    _, result = fit(model_spec, data, seed=point["seed"], device=device, progress=False)
+    h = result.history
+    return {"history": h.drop(columns=["seconds", "eval_seconds"]).to_dict("records"),
+            "train_seconds": float(h["seconds"].sum())}
+
+
+# ------------------------------------------------------------------ tables
+def point_tables(points: list[dict[str, Any]], records: list[dict[str, Any]], fit_threshold: float
+                 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(one row per point, per-epoch history, per-point cost); the first two depend only on the configs."""
+    rows, histories, cost = [], [], []
+    for p, r in zip(points, records):
+        h = pd.DataFrame(r["history"])
+        final = h.iloc[-1]
+        fitted = h.index[h["train_accuracy"] >= fit_threshold]
+        key = {"sweep": p["sweep"], "variant": p["variant"], "x": p["x"], "seed": p["seed"]}
+        rows.append({**key, "train_accuracy": final["train_accuracy"], "test_accuracy": final["test_accuracy"],
+                     "train_error": 1 - final["train_accuracy"], "test_error": 1 - final["test_accuracy"],
+                     "gap": final["train_accuracy"] - final["test_accuracy"], "train_loss": final["train_loss"],
+                     "test_loss": final["test_loss"], "epochs": len(h),
+                     "best_epoch": int(h.loc[h["test_accuracy"].idxmax(), "epoch"]),
+                     "best_test_accuracy": h["test_accuracy"].max(),
+                     "epochs_to_fit": int(h.loc[fitted[0], "epoch"]) if len(fitted) else np.nan})
+        histories.append(h.assign(**key))
+        cost.append({**key, "point_id": r["point_id"], "train_seconds": r["train_seconds"],
+                     "point_seconds": r["point_seconds"], "resumed": r["resumed"]})
+    history = pd.concat(histories, ignore_index=True)
+    history = history[["sweep", "variant", "x", "seed", *[c for c in history.columns if c not in ("sweep", "variant",
+                                                                                                  "x", "seed")]]]
+    return pd.DataFrame(rows), history, pd.DataFrame(cost)
+
+
+def summarize(per_point: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over seeds (std is 0 for a single seed), with the seeds listed."""
+    metrics = ["train_accuracy", "test_accuracy", "train_error", "test_error", "gap", "epochs_to_fit", "best_epoch"]
+    grouped = per_point.groupby(["sweep", "variant", "x"], sort=False)
+    mean, std = grouped[metrics].mean(), grouped[metrics].std(ddof=0).fillna(0.0)
+    out = mean.add_suffix("_mean").join(std.add_suffix("_std")).reset_index()
+    out["seeds"] = grouped["seed"].apply(lambda s: " ".join(map(str, sorted(s)))).values
+    return out
+
+
+def peaks_table(summary: pd.DataFrame, rff: pd.DataFrame | None, min_height: float) -> pd.DataFrame:
+    rows = []
+    sweeps = [(s, g) for s, g in summary.groupby("sweep", sort=False) if s in ("model-wise", "sample-wise")]
+    series = [(s, g["x"].astype(float), g["test_error_mean"], g["train_error_mean"], 0.01) for s, g in sweeps]
+    if rff is not None and len(rff):
+        # min-norm least squares interpolates in squared loss only at N >= n: the threshold uses train MSE
+        series.append(("rff", rff["features"], rff["test_error"], rff["train_mse"], 1e-3))
+    for name, x, test, train, tol in series:
+        p = find_peak(x, test, train, min_height=min_height, tol=tol)
+        rows.append({"sweep": name, **dataclasses.asdict(p)})
+    return pd.DataFrame(rows, columns=["sweep", "interpolation_threshold", "peak_at", "peak_test_error",
+                                       "left_min_test_error", "right_min_test_error"])
+
+
+def epoch_wise_peak(history: pd.DataFrame, width: int, min_height: float) -> pd.DataFrame:
+    """Epoch-wise double descent: test error per epoch of the widest model (mean over seeds)."""
+    h = history[(history["sweep"] == "model-wise") & (history["x"] == width)]
+    curve = h.groupby("epoch", as_index=False)[["train_accuracy", "test_accuracy"]].mean()
+    p = find_peak(curve["epoch"], 1 - curve["test_accuracy"], 1 - curve["train_accuracy"], min_height=min_height)
+    return pd.DataFrame([{"sweep": f"epoch-wise (width={width})", **dataclasses.asdict(p)}])
+
+
+def rff_table(cfg: SweepStudyConfig, seed: int) -> pd.DataFrame:
+    from robustcnn.data import load_dataset
+    from robustcnn.rff import rff_point
+
+    d = cfg.data
+    data = load_dataset(d.dataset, root=d.data_root, train_subset=cfg.rff.train_size, label_noise=d.label_noise,
+                        seed=seed)
+    flat = [t.flatten(1).double().numpy() for t in (data.x_train, data.x_test)]
+    rows = [{"features": n, "train_size": cfg.rff.train_size, "seed": seed,
+             **rff_point(flat[0], data.y_train.numpy(), flat[1], data.y_test.numpy(), n, sigma=cfg.rff.sigma,
+                         seed=seed, classes=data.num_classes)} for n in cfg.rff.features]
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------ the study
+def run_sweep_study(cfg: SweepStudyConfig, out: str | Path = "results", *, progress: bool | None = None) -> Path:
+    """Run (or resume) a generalization study and write `<out>/<study>/<run-id>/`."""
+    from robustcnn.report import redraw
+
+    points = make_points(cfg)
+    if not points and cfg.rff is None:
+        raise UsageError(f"study {cfg.study.value} has nothing to run: give variants, widths, train_sizes or rff")
+    store = SweepStore(Path(out) / ".sweep-store" / cfg.study.value)
+    bar = _progress_printer(progress)
+    with RunFolder(out, cfg.study.value, config=cfg, seed=cfg.seeds[0], device=cfg.device,
+                   on_finish=lambda path: redraw(path)) as run:
+        records = run_sweep(points, run_point, store=store, executor=cfg.executor, workers=cfg.workers,
+                            address=cfg.address, on_done=bar)
+        if points:
+            per_point, history, cost = point_tables(points, records, cfg.fit_threshold)
+            summary = summarize(per_point)
+            write_table(run.path, "points", per_point, title="One row per sweep point")
+            write_table(run.path, "summary", summary, title="Mean and std over seeds")
+            write_table(run.path, "history", history, markdown=False)
+            write_table(run.path, "point_cost", cost, title="Seconds per point (resumed points cost ~0)")
+            run.extra["resumed_points"] = int(cost["resumed"].sum())
+        else:
+            summary = pd.DataFrame(columns=["sweep"])
+        rff = pd.concat([rff_table(cfg, s) for s in cfg.seeds]) if cfg.rff is not None else None
+        if rff is not None:
+            write_table(run.path, "rff", rff, title="Random Fourier features, min-norm least squares")
+        if cfg.study == SweepStudy.DOUBLE_DESCENT:
+            rff_mean = rff.groupby("features", as_index=False).mean(numeric_only=True) if rff is not None else None
+            peaks = peaks_table(summary, rff_mean, cfg.peak_min_height)
+            if points and cfg.widths:
+                peaks = pd.concat([peaks, epoch_wise_peak(history, max(cfg.widths), cfg.peak_min_height)])
+            write_table(run.path, "peaks", peaks, title="Peaks")
+    return run.final_path
+
+
+def _progress_printer(enabled: bool | None):
+    import sys
+
+    if not (sys.stderr.isatty() if enabled is None else enabled):
+        return None
+
+    def show(done: int, total: int) -> None:
+        print(f"\rsweep: {done}/{total} points", end="\n" if done == total else "", file=sys.stderr, flush=True)
+    return show
+
+
+# ------------------------------------------------------------------ the CPU profiles (the defaults)
+def default_config(study: SweepStudy) -> SweepStudyConfig:
+    """Each study's CPU profile: shows its phenomenon on scikit-learn digits in minutes on 2 cores."""
+    long_adam = TrainConfig(epochs=300, batch_size=128, lr=1e-3)
+    if study == SweepStudy.DOUBLE_DESCENT:
+        # Nakkiran et al.'s setting scaled down: 20 % label noise, an MLP swept in width, trained to
+        # (near) interpolation; the sample-wise sweep fixes the width near the model-wise peak.
+        return SweepStudyConfig(
+            study=study, name="double-descent-cpu",
+            description="mlp width sweep and sample-size sweep on digits (8x8) with 20 % label noise; RFF on n=1000",
+            data=DataSpec("digits", label_noise=0.2), model=ModelSpec("mlp", train=long_adam), seeds=[0, 1],
+            widths=[2, 4, 8, 16, 32, 64, 128, 192, 256, 384, 512, 1024, 2048, 4096],
+            train_sizes=[100, 200, 300, 400, 600, 800, 1000, 1297], sample_width=128, rff=RFFSweep())
+    if study == SweepStudy.MEMORIZATION:
+        noise = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+        variants = [Variant(f"labels {p:.0%} random", label_noise=p) for p in noise]
+        variants += [Variant("shuffled pixels", corruption=Corruption.SHUFFLED_PIXELS),
+                     Variant("random pixels", corruption=Corruption.RANDOM_PIXELS)]
+        return SweepStudyConfig(study=study, name="memorization-cpu", data=DataSpec("digits"),
+                                description="Zhang et al. 2017 on digits: an MLP of width 512 fits random labels",
+                                model=ModelSpec("mlp", kwargs={"width": 512}, train=long_adam), variants=variants)
+    if study == SweepStudy.GENERALIZATION:
+        base = TrainConfig(epochs=60, batch_size=64, lr=1e-3)
+        arm = lambda name, train=base, **kw: Variant(name, model=ModelSpec(  # noqa: E731
+            "cnn5", kwargs={"width": 8, "batchnorm": False, **kw}, train=train))
+        variants = [arm("none"), arm("dropout 0.5", dropout=0.5),
+                    arm("weight decay 5e-4", train=dataclasses.replace(base, weight_decay=5e-4)),
+                    arm("augmentation", train=dataclasses.replace(base, crop_padding=1)),
+                    arm("early stopping", train=dataclasses.replace(base, early_stopping=5)),
+                    arm("batch norm", batchnorm=True)]
+        return SweepStudyConfig(study=study, name="generalization-cpu", data=DataSpec("digits", train_subset=300),
+                                description="train/test gap of cnn5 (k=8) on 300 digits under each regularizer",
+                                seeds=[0, 1, 2], variants=variants)
+    return SweepStudyConfig(
+        study=study, name="overfitting-cpu", data=DataSpec("digits", train_subset=300),
+        description="train vs test curves of an MLP and cnn5 on 300 digits",
+        variants=[Variant("mlp (k=512)", model=ModelSpec("mlp", kwargs={"width": 512},
+                                                         train=TrainConfig(epochs=150, batch_size=32, lr=1e-3))),
+                  Variant("cnn5 (k=16)", model=ModelSpec("cnn5", kwargs={"width": 16},
+                                                         train=TrainConfig(epochs=60, batch_size=32, lr=1e-3)))],
+        seeds=[0, 1])

@@ -1,0 +1,117 @@
+"""The sweep engine: each sweep point is a unit of work named by a hash of its resolved config; finished
+points are stored and skipped on re-run, so an interrupted sweep resumes where it stopped.
+
+    results = run_sweep(points, run_point, store=SweepStore(out / ".sweep-store" / "double-descent"))
+
+Executors: `local` (sequential, or one process per worker) and `ray` (`pip install robustcnn[ray]`; pass an
+address to use a cluster). All give the same records in the same order: a point's record depends only on its
+config (seeds included), never on where or when it ran.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from robustcnn.errors import UsageError
+from robustcnn.results import atomic_write_text, to_jsonable
+
+
+class Executor(str, Enum):
+    LOCAL = "local"
+    RAY = "ray"
+
+
+def point_id(point: dict[str, Any]) -> str:
+    """A stable name for a point: sha1 of its canonical JSON (sorted keys)."""
+    canonical = json.dumps(to_jsonable(point), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha1(canonical.encode()).hexdigest()[:16]
+
+
+class SweepStore:
+    """Finished points as `<dir>/<point-id>.json`, each written atomically (a killed run leaves whole files)."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+
+    def path(self, pid: str) -> Path:
+        return self.directory / f"{pid}.json"
+
+    def get(self, pid: str) -> dict[str, Any] | None:
+        path = self.path(pid)
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def put(self, pid: str, record: dict[str, Any]) -> None:
+        atomic_write_text(self.path(pid), json.dumps(to_jsonable(record)) + "\n")
+
+
+def _timed(fn: Callable[[dict[str, Any]], dict[str, Any]], point: dict[str, Any]) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    record = fn(point)
+    return {**record, "point_seconds": time.perf_counter() - t0}
+
+
+def run_sweep(points: Sequence[dict[str, Any]], fn: Callable[[dict[str, Any]], dict[str, Any]], *,
+              store: SweepStore | None = None, executor: Executor | str = Executor.LOCAL, workers: int = 1,
+              address: str | None = None, on_done: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
+    """Run fn over the points not already in the store; return every point's record, in the points' order.
+
+    fn must be a module-level function (it is pickled for worker processes and Ray). Each record gets
+    `point_id`, `point_seconds` and `resumed` (True when it came from the store).
+    """
+    executor = Executor(executor)
+    ids = [point_id(p) for p in points]
+    records: dict[str, dict[str, Any]] = {}
+    for pid in ids:
+        found = store.get(pid) if store is not None else None
+        if found is not None:
+            records[pid] = {**found, "resumed": True}
+    todo = [(pid, p) for pid, p in zip(ids, points) if pid not in records]
+
+    def finish(pid: str, record: dict[str, Any]) -> None:
+        record = {**record, "point_id": pid}
+        if store is not None:
+            store.put(pid, record)
+        records[pid] = {**record, "resumed": False}
+        if on_done is not None:
+            on_done(len(records), len(ids))
+
+    if executor == Executor.RAY:
+        _run_ray(todo, fn, finish, address)
+    elif workers > 1 and len(todo) > 1:
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = {pool.submit(_timed, fn, p): pid for pid, p in todo}
+            for future in as_completed(futures):
+                finish(futures[future], future.result())
+    else:
+        for pid, p in todo:
+            finish(pid, _timed(fn, p))
+    return [records[pid] for pid in ids]
+
+
+def _run_ray(todo: list[tuple[str, dict[str, Any]]], fn: Callable, finish: Callable, address: str | None) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise UsageError("the ray executor needs Ray: pip install 'robustcnn[ray]'") from None
+    started = not ray.is_initialized()
+    if started:
+        # a local Ray binds to loopback only; a cluster (address given) uses its own network settings
+        extra = {} if address else {"_node_ip_address": "127.0.0.1"}
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True, **extra)
+    try:
+        remote = ray.remote(_timed)
+        pending = {remote.remote(fn, p): pid for pid, p in todo}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                finish(pending.pop(ref), ray.get(ref))
+    finally:
+        if started:
+            ray.shutdown()

@@ -1,0 +1,133 @@
+"""Sweep engine and generalization studies: peaks, RFF, resume after a crash, executors agree."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from robustcnn.data import Corruption, corrupt
+from robustcnn.experiments import generalization as gen
+from robustcnn.experiments.common import DataSpec, ModelSpec
+from robustcnn.experiments.generalization import RFFSweep, SweepStudy, SweepStudyConfig, Variant, run_sweep_study
+from robustcnn.peaks import find_peak
+from robustcnn.rff import min_norm_fit, rff_features
+from robustcnn.sweep import SweepStore, point_id, run_sweep
+from robustcnn.train import TrainConfig
+
+
+def square(point: dict) -> dict:
+    return {"value": point["x"] ** 2}
+
+
+def test_peak_found_on_a_double_descent_curve():
+    x = [1, 2, 4, 8, 16, 32, 64]
+    test = [0.30, 0.20, 0.25, 0.45, 0.22, 0.15, 0.12]
+    train = [0.25, 0.10, 0.05, 0.0, 0.0, 0.0, 0.0]
+    p = find_peak(x, test, train)
+    assert p.peak_at == 8 and p.peak_test_error == 0.45
+    assert p.left_min_test_error == 0.20 and p.right_min_test_error == 0.12
+    assert p.interpolation_threshold == 8
+
+
+@pytest.mark.parametrize("curve", [[0.5, 0.4, 0.3, 0.2, 0.1], [0.1, 0.2, 0.3, 0.4], [0.2, 0.2, 0.2, 0.2],
+                                   [0.3, 0.2, 0.205, 0.1]])
+def test_no_peak_on_monotone_flat_or_tiny_wiggles(curve):
+    assert find_peak(range(len(curve)), curve).peak_at is None
+
+
+@pytest.mark.parametrize("n_features", [40, 100, 250])  # fewer, as many as, and more features than examples
+def test_rff_min_norm_solution_agrees_with_numpy_lstsq(n_features):
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(100, 8)), np.eye(3)[rng.integers(0, 3, 100)]
+    phi = rff_features(x, n_features, sigma=2.0, seed=1)
+    ours, theirs = min_norm_fit(phi, y), np.linalg.lstsq(phi, y, rcond=None)[0]
+    assert np.allclose(ours, theirs, atol=1e-6)
+    assert np.array_equal(phi, rff_features(x, n_features, sigma=2.0, seed=1))
+
+
+def test_corruptions():
+    x = torch.rand(5, 1, 6, 6)
+    shuffled = corrupt(x, Corruption.SHUFFLED_PIXELS, seed=0)
+    assert torch.equal(shuffled.flatten(1).sort(1).values, x.flatten(1).sort(1).values)  # a permutation of each image
+    assert not torch.equal(shuffled, x)
+    assert torch.equal(shuffled, corrupt(x, Corruption.SHUFFLED_PIXELS, seed=0))
+    noise = corrupt(x, Corruption.RANDOM_PIXELS, seed=0)
+    assert noise.shape == x.shape and 0 <= noise.min() and noise.max() <= 1 and not torch.equal(noise, x)
+
+
+def test_sweep_store_skips_finished_points(tmp_path):
+    points = [{"x": i} for i in range(5)]
+    store = SweepStore(tmp_path)
+    first = run_sweep(points, square, store=store)
+    again = run_sweep(points, square, store=store)
+    assert [r["value"] for r in again] == [0, 1, 4, 9, 16] and all(r["resumed"] for r in again)
+    assert not any(r["resumed"] for r in first)
+    assert point_id({"a": 1, "b": 2}) == point_id({"b": 2, "a": 1}) != point_id({"a": 1, "b": 3})
+
+
+def test_process_workers_agree_with_sequential(tmp_path):
+    points = [{"x": i} for i in range(6)]
+    assert [r["value"] for r in run_sweep(points, square, workers=2)] == [r["value"] for r in run_sweep(points, square)]
+
+
+def test_ray_and_local_executors_agree():
+    pytest.importorskip("ray")
+    from robustcnn.rff import rff_sweep_point  # importable by Ray's workers (a test module is not)
+
+    points = [{"x": [[0.1 * i, 0.2], [0.3, 0.4 * i], [0.5, 0.6]], "y": [0, 1, 0], "features": 2 + i, "seed": i}
+              for i in range(3)]
+    on_ray = run_sweep(points, rff_sweep_point, executor="ray")
+    local = run_sweep(points, rff_sweep_point)
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in ("point_seconds", "resumed")} for r in rs]  # noqa: E731
+    assert strip(on_ray) == strip(local)
+
+
+TINY = SweepStudyConfig(
+    study=SweepStudy.DOUBLE_DESCENT, data=DataSpec("digits", train_subset=200, label_noise=0.2),
+    model=ModelSpec("mlp", train=TrainConfig(epochs=3, batch_size=64)), widths=[2, 8, 32], train_sizes=[100, 200],
+    sample_width=8, rff=RFFSweep(features=[50, 200, 400], train_size=200))
+
+STABLE = ["points", "summary", "history", "peaks", "rff"]
+
+
+def tables(run_dir) -> dict[str, pd.DataFrame]:
+    return {name: pd.read_csv(run_dir / "tables" / f"{name}.csv") for name in STABLE}
+
+
+def test_a_crashed_sweep_resumes_to_identical_tables(tmp_path, monkeypatch):
+    clean = tables(run_sweep_study(TINY, tmp_path / "clean"))
+    calls = {"n": 0}
+    real = gen.run_point
+
+    def crash_after_three(point):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise KeyboardInterrupt("simulated kill")
+        return real(point)
+
+    monkeypatch.setattr(gen, "run_point", crash_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep_study(TINY, tmp_path / "resumed")
+    assert not [p for p in (tmp_path / "resumed" / "double-descent").iterdir() if not p.name.startswith(".")]
+    assert len(list((tmp_path / "resumed" / ".sweep-store" / "double-descent").glob("*.json"))) == 3
+    monkeypatch.setattr(gen, "run_point", real)
+    run_dir = run_sweep_study(TINY, tmp_path / "resumed")
+    resumed = tables(run_dir)
+    for name in STABLE:
+        pd.testing.assert_frame_equal(resumed[name], clean[name], check_exact=False, rtol=1e-9)
+    cost = pd.read_csv(run_dir / "tables" / "point_cost.csv")
+    assert cost["resumed"].sum() == 3
+
+
+def test_variant_studies_write_their_tables(tmp_path):
+    cfg = SweepStudyConfig(study=SweepStudy.MEMORIZATION, data=DataSpec("digits", train_subset=100),
+                           model=ModelSpec("mlp", kwargs={"width": 64}, train=TrainConfig(epochs=2, batch_size=50)),
+                           variants=[Variant("clean", label_noise=0.0), Variant("all random", label_noise=1.0),
+                                     Variant("random pixels", corruption=Corruption.RANDOM_PIXELS)], seeds=[0, 1])
+    run_dir = run_sweep_study(cfg, tmp_path)
+    summary = pd.read_csv(run_dir / "tables" / "summary.csv")
+    assert list(summary["variant"]) == ["clean", "all random", "random pixels"]
+    assert {"train_accuracy_mean", "test_accuracy_std", "gap_mean", "epochs_to_fit_mean"} <= set(summary.columns)
+    assert (summary["seeds"] == "0 1").all()
+    assert (run_dir / "figures" / "variants.png").exists() and (run_dir / "report.md").exists()
