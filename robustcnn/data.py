@@ -110,6 +110,7 @@ def load_dataset(
     image_size: int | None = None,
     train_subset: int | None = None,
     label_noise: float = 0.0,
+    uniform_noise: bool = False,
     seed: int = 0,
     corruption: Corruption | str = Corruption.NONE,
     device: torch.device | str = "cpu",
@@ -119,7 +120,8 @@ def load_dataset(
     image_size: resize (bilinear) to this square size; None keeps the native size.
     train_subset: keep a seeded random subset of this many training examples.
     label_noise: fraction of training labels replaced by a random *wrong* label (drawn once, from `seed`);
-        the flipped positions are in `bundle.noisy_indices`.
+        the flipped positions are in `bundle.noisy_indices`. uniform_noise: draw the replacement uniformly
+        over all classes instead (Zhang et al. 2017's "random labels"; it may equal the true label).
     """
     if label_noise < 0 or label_noise > 1:
         raise UsageError(f"label_noise must be in [0, 1], got {label_noise}")
@@ -137,7 +139,8 @@ def load_dataset(
         keep = torch.randperm(len(bundle.y_train), generator=torch.Generator().manual_seed(seed))[:train_subset]
         bundle.x_train, bundle.y_train = bundle.x_train[keep], bundle.y_train[keep]
     if label_noise > 0:
-        bundle.y_train, bundle.noisy_indices = apply_label_noise(bundle.y_train, label_noise, bundle.num_classes, seed)
+        bundle.y_train, bundle.noisy_indices = apply_label_noise(bundle.y_train, label_noise, bundle.num_classes, seed,
+                                                                 uniform=uniform_noise)
     if image_size is not None and image_size != bundle.image_size:
         bundle.x_train, bundle.x_test = resize(bundle.x_train, image_size), resize(bundle.x_test, image_size)
     corruption = Corruption(corruption)
@@ -157,14 +160,20 @@ def corrupt(x: torch.Tensor, corruption: Corruption, seed: int) -> torch.Tensor:
     return noise.clamp_(0, 1)
 
 
-def apply_label_noise(y: torch.Tensor, fraction: float, num_classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Replace exactly round(fraction * N) labels by a uniformly drawn wrong label; returns (labels, flipped idx)."""
+def apply_label_noise(y: torch.Tensor, fraction: float, num_classes: int, seed: int, *,
+                      uniform: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Replace exactly round(fraction * N) labels; returns (labels, replaced indices).
+
+    Default: a uniformly drawn *wrong* label. uniform=True: a uniformly drawn label over all classes."""
     g = torch.Generator().manual_seed(seed + 7919)  # offset: independent of the subset draw with the same seed
     n_flip = int(round(fraction * len(y)))
     flipped = torch.randperm(len(y), generator=g)[:n_flip].sort().values
-    shift = torch.randint(1, num_classes, (n_flip,), generator=g)  # 1..C-1, so never the true label
     noisy = y.clone()
-    noisy[flipped] = (y[flipped] + shift) % num_classes
+    if uniform:
+        noisy[flipped] = torch.randint(0, num_classes, (n_flip,), generator=g)
+    else:
+        shift = torch.randint(1, num_classes, (n_flip,), generator=g)  # 1..C-1, so never the true label
+        noisy[flipped] = (y[flipped] + shift) % num_classes
     return noisy, flipped
 
 

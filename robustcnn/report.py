@@ -286,9 +286,13 @@ def _errorbars(ax: plt.Axes, x: pd.Series, g: pd.DataFrame, col: str, **kw) -> N
     ax.errorbar(x, g[f"{col}_mean"], yerr=g[f"{col}_std"], marker="o", ms=3, capsize=2, **kw)
 
 
-def plot_sweep_curves(summary: pd.DataFrame, peaks: pd.DataFrame, rff: pd.DataFrame | None) -> plt.Figure:
-    """Test error with train error beside it for each sweep; threshold (dashed) and peak (red) marked."""
+def plot_sweep_curves(summary: pd.DataFrame, peaks: pd.DataFrame, rff: pd.DataFrame | None,
+                      history: pd.DataFrame | None) -> plt.Figure:
+    """Test error with train error beside it for each sweep; threshold (dotted) and peak (red) marked."""
     panels = [s for s in ("model-wise", "sample-wise") if s in set(summary["sweep"])] + (["rff"] if rff is not None else [])
+    epoch_rows = peaks[peaks["sweep"].str.startswith("epoch-wise")]
+    if history is not None and len(epoch_rows):
+        panels.append(epoch_rows["sweep"].iloc[0])
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4), squeeze=False)
     for ax, sweep in zip(axes[0], panels):
         if sweep == "rff":
@@ -297,13 +301,20 @@ def plot_sweep_curves(summary: pd.DataFrame, peaks: pd.DataFrame, rff: pd.DataFr
             ax.plot(x, test, "o-", ms=3, label="test error")
             ax.plot(x, train, "s--", ms=3, label="train error")
             ax.set(xlabel=f"random features N (n = {int(g['train_size'].iloc[0])})", title="random Fourier features")
+        elif sweep.startswith("epoch-wise"):
+            width = float(sweep.split("=")[1].rstrip(")"))
+            h = history[(history["sweep"] == "model-wise") & (history["x"].astype(float) == width)]
+            g = h.groupby("epoch", as_index=False)[["train_accuracy", "test_accuracy"]].mean()
+            ax.plot(g["epoch"], 1 - g["test_accuracy"], label="test error")
+            ax.plot(g["epoch"], 1 - g["train_accuracy"], ls="--", label="train error")
+            ax.set(xlabel="epoch", title=sweep)
         else:
             g = summary[summary["sweep"] == sweep]
             x = g["x"].astype(float)
             _errorbars(ax, x, g, "test_error", label="test error")
             _errorbars(ax, x, g, "train_error", ls="--", label="train error")
             ax.set(xlabel="width k" if sweep == "model-wise" else "training examples", title=f"{sweep} double descent")
-        ax.set_xscale("log")
+        ax.set_xscale("log" if not sweep.startswith("epoch-wise") else "linear")
         p = peaks[peaks["sweep"] == sweep]
         if len(p) and not pd.isna(p["interpolation_threshold"].iloc[0]):
             ax.axvline(p["interpolation_threshold"].iloc[0], color="gray", ls=":", label="interpolation threshold")
@@ -344,7 +355,9 @@ def report_sweep(run_dir: Path) -> str:
     figs = []
     if (tables / "peaks.csv").exists():
         peaks = read_table(run_dir, "peaks")
-        figs.append(("double descent", save_figure(plot_sweep_curves(summary, peaks, rff), run_dir, "double_descent")))
+        history = read_table(run_dir, "history") if (tables / "history.csv").exists() else None
+        figs.append(("double descent", save_figure(plot_sweep_curves(summary, peaks, rff, history), run_dir,
+                                                   "double_descent")))
         lines += table_section(run_dir, "peaks", "Interpolation thresholds and peaks", peaks)
     if (summary["sweep"] == "variants").any():
         if study == "overfitting":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from enum import Enum
@@ -96,15 +97,17 @@ def run_sweep(points: Sequence[dict[str, Any]], fn: Callable[[dict[str, Any]], d
 
 
 def _run_ray(todo: list[tuple[str, dict[str, Any]]], fn: Callable, finish: Callable, address: str | None) -> None:
+    if address is None:
+        # A local Ray instance binds to loopback only: Ray reads this before it resolves the node address
+        # (without it, it advertises the machine's network address even for a single-machine instance).
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
         import ray
     except ImportError:
         raise UsageError("the ray executor needs Ray: pip install 'robustcnn[ray]'") from None
     started = not ray.is_initialized()
     if started:
-        # a local Ray binds to loopback only; a cluster (address given) uses its own network settings
-        extra = {} if address else {"_node_ip_address": "127.0.0.1"}
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True, **extra)
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     try:
         remote = ray.remote(_timed)
         pending = {remote.remote(fn, p): pid for pid, p in todo}

@@ -156,3 +156,11 @@ def test_augment_crops_within_padding_and_flips():
     same = [torch.equal(flipped[i], x[i]) for i in range(64)]
     mirrored = [torch.equal(flipped[i], x[i].flip(2)) for i in range(64)]
     assert all(a or b for a, b in zip(same, mirrored)) and 10 < sum(mirrored) < 54
+
+
+def test_uniform_label_noise_may_keep_the_true_label():
+    y = torch.arange(2000) % 10
+    noisy, replaced = apply_label_noise(y, 1.0, 10, seed=0, uniform=True)
+    assert len(replaced) == 2000 and torch.bincount(noisy, minlength=10).min() > 150
+    kept = (noisy == y).float().mean().item()
+    assert 0.05 < kept < 0.15  # about 1 in 10 draws lands on the true label

@@ -81,6 +81,9 @@ def test_ray_and_local_executors_agree():
     local = run_sweep(points, rff_sweep_point)
     strip = lambda rs: [{k: v for k, v in r.items() if k not in ("point_seconds", "resumed")} for r in rs]  # noqa: E731
     assert strip(on_ray) == strip(local)
+    import ray
+
+    assert ray.is_initialized() is False  # the executor shut down the instance it started
 
 
 TINY = SweepStudyConfig(

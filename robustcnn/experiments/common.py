@@ -47,6 +47,7 @@ class DataSpec:
     data_root: str | None = None
     train_subset: int | None = None
     label_noise: float = 0.0
+    uniform_noise: bool = False  # True: noisy labels drawn over all classes (Zhang et al.), else always wrong
     corruption: Corruption = Corruption.NONE
 
 
@@ -63,7 +64,8 @@ class DataCache:
             s = self.spec
             self._by_size[size] = load_dataset(s.dataset, root=s.data_root, image_size=size,
                                                train_subset=s.train_subset, label_noise=s.label_noise,
-                                               corruption=s.corruption, seed=self.seed, device=self.device)
+                                               uniform_noise=s.uniform_noise, corruption=s.corruption, seed=self.seed,
+                                               device=self.device)
         return self._by_size[size]
 
 

@@ -172,10 +172,12 @@ def peaks_table(summary: pd.DataFrame, rff: pd.DataFrame | None, min_height: flo
 
 
 def epoch_wise_peak(history: pd.DataFrame, width: int, min_height: float) -> pd.DataFrame:
-    """Epoch-wise double descent: test error per epoch of the widest model (mean over seeds)."""
+    """Epoch-wise double descent: test error per epoch of the widest model (mean over seeds), smoothed by a
+    centred running median over 15 epochs so that a one-epoch optimizer spike does not count as a peak."""
     h = history[(history["sweep"] == "model-wise") & (history["x"] == width)]
     curve = h.groupby("epoch", as_index=False)[["train_accuracy", "test_accuracy"]].mean()
-    p = find_peak(curve["epoch"], 1 - curve["test_accuracy"], 1 - curve["train_accuracy"], min_height=min_height)
+    smooth = (1 - curve[["train_accuracy", "test_accuracy"]]).rolling(15, center=True, min_periods=1).median()
+    p = find_peak(curve["epoch"], smooth["test_accuracy"], smooth["train_accuracy"], min_height=min_height)
     return pd.DataFrame([{"sweep": f"epoch-wise (width={width})", **dataclasses.asdict(p)}])
 
 
@@ -258,7 +260,7 @@ def default_config(study: SweepStudy) -> SweepStudyConfig:
         variants = [Variant(f"labels {p:.0%} random", label_noise=p) for p in noise]
         variants += [Variant("shuffled pixels", corruption=Corruption.SHUFFLED_PIXELS),
                      Variant("random pixels", corruption=Corruption.RANDOM_PIXELS)]
-        return SweepStudyConfig(study=study, name="memorization-cpu", data=DataSpec("digits"),
+        return SweepStudyConfig(study=study, name="memorization-cpu", data=DataSpec("digits", uniform_noise=True),
                                 description="Zhang et al. 2017 on digits: an MLP of width 512 fits random labels",
                                 model=ModelSpec("mlp", kwargs={"width": 512}, train=long_adam), variants=variants)
     if study == SweepStudy.GENERALIZATION:
@@ -268,7 +270,7 @@ def default_config(study: SweepStudy) -> SweepStudyConfig:
         variants = [arm("none"), arm("dropout 0.5", dropout=0.5),
                     arm("weight decay 5e-4", train=dataclasses.replace(base, weight_decay=5e-4)),
                     arm("augmentation", train=dataclasses.replace(base, crop_padding=1)),
-                    arm("early stopping", train=dataclasses.replace(base, early_stopping=5)),
+                    arm("early stopping", train=dataclasses.replace(base, early_stopping=10)),
                     arm("batch norm", batchnorm=True)]
         return SweepStudyConfig(study=study, name="generalization-cpu", data=DataSpec("digits", train_subset=300),
                                 description="train/test gap of cnn5 (k=8) on 300 digits under each regularizer",
