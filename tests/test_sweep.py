@@ -134,3 +134,62 @@ def test_variant_studies_write_their_tables(tmp_path):
     assert {"train_accuracy_mean", "test_accuracy_std", "gap_mean", "epochs_to_fit_mean"} <= set(summary.columns)
     assert (summary["seeds"] == "0 1").all()
     assert (run_dir / "figures" / "variants.png").exists() and (run_dir / "report.md").exists()
+
+
+KILL_CONFIG = """
+study = "double-descent"
+seeds = [0]
+widths = [2, 4, 8, 16, 32, 64]
+train_sizes = []
+[data]
+dataset = "digits"
+train_subset = 300
+label_noise = 0.2
+[model]
+name = "mlp"
+[model.train]
+epochs = 40
+batch_size = 64
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_in_the_middle_then_resume_gives_identical_tables(tmp_path):
+    """The real thing: SIGKILL the CLI once some points are stored, run it again, compare with a clean run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    config = tmp_path / "dd.toml"
+    config.write_text(KILL_CONFIG)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+    def study(out):
+        return [sys.executable, "-m", "robustcnn", "study", "double-descent", "--config", str(config), "--out", str(out)]
+
+    clean = tmp_path / "clean"
+    subprocess.run(study(clean), check=True, capture_output=True, env=env, timeout=600)
+    killed = tmp_path / "killed"
+    store = killed / ".sweep-store" / "double-descent"
+    proc = subprocess.Popen(study(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(store.glob("*.json"))) < 2 and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    stored = len(list(store.glob("*.json")))
+    assert 2 <= stored < 6, stored  # killed in the middle
+    subprocess.run(study(killed), check=True, capture_output=True, env=env, timeout=600)
+
+    def finished(out):
+        (run,) = [p for p in (out / "double-descent").iterdir() if not p.name.startswith(".")]
+        return run
+
+    for name in ("points", "summary", "history", "peaks"):
+        a = pd.read_csv(finished(clean) / "tables" / f"{name}.csv")
+        b = pd.read_csv(finished(killed) / "tables" / f"{name}.csv")
+        pd.testing.assert_frame_equal(a, b)
+    cost = pd.read_csv(finished(killed) / "tables" / "point_cost.csv")
+    assert cost["resumed"].sum() == stored

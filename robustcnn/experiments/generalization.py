@@ -181,18 +181,28 @@ def epoch_wise_peak(history: pd.DataFrame, width: int, min_height: float) -> pd.
     return pd.DataFrame([{"sweep": f"epoch-wise (width={width})", **dataclasses.asdict(p)}])
 
 
-def rff_table(cfg: SweepStudyConfig, seed: int) -> pd.DataFrame:
+def rff_point_from_spec(point: dict[str, Any]) -> dict[str, Any]:
+    """One random-features fit (a sweep point, so finished ones are stored and resumed like the others)."""
+    from robustcnn.config import from_dict
     from robustcnn.data import load_dataset
     from robustcnn.rff import rff_point
 
-    d = cfg.data
-    data = load_dataset(d.dataset, root=d.data_root, train_subset=cfg.rff.train_size, label_noise=d.label_noise,
-                        seed=seed)
+    d = from_dict(DataSpec, point["data"])
+    data = load_dataset(d.dataset, root=d.data_root, train_subset=point["train_size"], label_noise=d.label_noise,
+                        uniform_noise=d.uniform_noise, seed=point["seed"])
     flat = [t.flatten(1).double().numpy() for t in (data.x_train, data.x_test)]
-    rows = [{"features": n, "train_size": cfg.rff.train_size, "seed": seed,
-             **rff_point(flat[0], data.y_train.numpy(), flat[1], data.y_test.numpy(), n, sigma=cfg.rff.sigma,
-                         seed=seed, classes=data.num_classes)} for n in cfg.rff.features]
-    return pd.DataFrame(rows)
+    return rff_point(flat[0], data.y_train.numpy(), flat[1], data.y_test.numpy(), point["features"],
+                     sigma=point["sigma"], seed=point["seed"], classes=data.num_classes)
+
+
+def rff_table(cfg: SweepStudyConfig, store: SweepStore) -> pd.DataFrame:
+    points = [{"sweep": "rff", "features": n, "train_size": cfg.rff.train_size, "sigma": cfg.rff.sigma, "seed": seed,
+               "data": to_jsonable(cfg.data)} for seed in cfg.seeds for n in cfg.rff.features]
+    records = run_sweep(points, rff_point_from_spec, store=store, executor=cfg.executor, workers=cfg.workers,
+                        address=cfg.address)
+    keep = ["train_error", "test_error", "train_mse", "test_mse", "weight_norm"]
+    return pd.DataFrame([{"features": p["features"], "train_size": p["train_size"], "seed": p["seed"],
+                          **{k: r[k] for k in keep}} for p, r in zip(points, records)])
 
 
 # ------------------------------------------------------------------ the study
@@ -219,7 +229,7 @@ def run_sweep_study(cfg: SweepStudyConfig, out: str | Path = "results", *, progr
             run.extra["resumed_points"] = int(cost["resumed"].sum())
         else:
             summary = pd.DataFrame(columns=["sweep"])
-        rff = pd.concat([rff_table(cfg, s) for s in cfg.seeds]) if cfg.rff is not None else None
+        rff = rff_table(cfg, store) if cfg.rff is not None else None
         if rff is not None:
             write_table(run.path, "rff", rff, title="Random Fourier features, min-norm least squares")
         if cfg.study == SweepStudy.DOUBLE_DESCENT:
