@@ -142,7 +142,10 @@ def study(
         study = SweepStudy(kind.value)
         flags.update({"executor": executor, "address": address, "workers": workers,
                       "seeds": [seed] if seed is not None else None})
-        cfg = load_config(SweepStudyConfig, config, _overrides(flags, overrides), base=default_config(study))
+        # no config file: the study's CPU profile; a config file starts from plain defaults, so nothing of the
+        # CPU profile (its dataset subset, say) leaks into it
+        base = default_config(study) if config is None else SweepStudyConfig(study=study)
+        cfg = load_config(SweepStudyConfig, config, _overrides(flags, overrides), base=base)
         if cfg.study != study:
             raise UsageError(f"config {config} is for study '{cfg.study.value}', not '{study.value}'")
         path = run_sweep_study(cfg, out, progress=_progress())

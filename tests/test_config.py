@@ -65,5 +65,7 @@ def test_every_shipped_sweep_config_resolves(path):
     from robustcnn.experiments.generalization import SweepStudy, SweepStudyConfig, default_config
 
     study = SweepStudy(read_toml(path)["study"])
-    cfg = load_config(SweepStudyConfig, path, base=default_config(study))
+    cfg = load_config(SweepStudyConfig, path, base=SweepStudyConfig(study=study))
     assert cfg.study == study and (cfg.variants or cfg.widths or cfg.train_sizes)
+    assert cfg.data.train_subset == read_toml(path)["data"].get("train_subset")  # nothing leaks from a profile
+    assert default_config(study).study == study

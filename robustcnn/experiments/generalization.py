@@ -215,7 +215,7 @@ def run_sweep_study(cfg: SweepStudyConfig, out: str | Path = "results", *, progr
         raise UsageError(f"study {cfg.study.value} has nothing to run: give variants, widths, train_sizes or rff")
     store = SweepStore(Path(out) / ".sweep-store" / cfg.study.value)
     bar = _progress_printer(progress)
-    with RunFolder(out, cfg.study.value, config=cfg, seed=cfg.seeds[0], device=cfg.device,
+    with RunFolder(out, cfg.study.value, config=cfg, seed=cfg.seeds[0], device=str(resolve_device(cfg.device)),
                    on_finish=lambda path: redraw(path)) as run:
         records = run_sweep(points, run_point, store=store, executor=cfg.executor, workers=cfg.workers,
                             address=cfg.address, on_done=bar)
