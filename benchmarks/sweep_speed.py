@@ -3,7 +3,8 @@
 1. the double-descent CPU profile (`robustcnn study double-descent` defaults), wall time (goal <= 10 minutes);
 2. the same study again into the same --out: every point resumes from the store, so the wall time is what a
    resumed sweep spends on finished points (goal ~0 beyond writing the tables and figures);
-3. a small sweep through the `ray` executor vs `local` (needs `pip install robustcnn[ray]`).
+3. a 6-point sweep (about 30 s of work) through the `ray` executor vs `local` (needs `pip install robustcnn[ray]`);
+   Ray's start-up (about 10 s here) is included.
 
     python benchmarks/sweep_speed.py [--out /tmp/sweep-bench] [--skip-full]
 """
@@ -38,17 +39,18 @@ def main() -> None:
         print(f"double-descent CPU profile: {full:.1f} s (goal <= 600 s)")
         print(f"the same study resumed (all points finished): {again:.1f} s ({again / full:.1%} of the full run)")
     small = SweepStudyConfig(study=SweepStudy.DOUBLE_DESCENT, data=DataSpec("digits", label_noise=0.2),
-                             model=ModelSpec("mlp", train=TrainConfig(epochs=30, batch_size=128)), widths=[4, 16, 64, 256])
+                             model=ModelSpec("mlp", train=TrainConfig(epochs=300, batch_size=128)),
+                             widths=[4, 16, 64, 256, 512, 1024])
     local = timed(small, args.out / "local")
     try:
         import ray  # noqa: F401
     except ImportError:
-        print(f"local executor, 4-point sweep: {local:.1f} s; ray is not installed (pip install 'robustcnn[ray]')")
+        print(f"local executor, 6-point sweep: {local:.1f} s; ray is not installed (pip install 'robustcnn[ray]')")
         return
     from dataclasses import replace
 
     ray_seconds = timed(replace(small, executor=Executor.RAY), args.out / "ray")
-    print(f"4-point sweep: local {local:.1f} s, ray {ray_seconds:.1f} s (ratio {ray_seconds / local:.2f}; Ray's start-up "
+    print(f"6-point sweep: local {local:.1f} s, ray {ray_seconds:.1f} s (ratio {ray_seconds / local:.2f}; Ray's start-up "
           "included)")
 
 

@@ -341,6 +341,21 @@ def plot_variants(summary: pd.DataFrame, title: str) -> plt.Figure:
     return fig
 
 
+def plot_epochs_to_fit(summary: pd.DataFrame, threshold: float) -> plt.Figure:
+    """Memorization: how many epochs each variant needs to fit its training set."""
+    g = summary[summary["sweep"] == "variants"]
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(g)), 3.8))
+    pos = np.arange(len(g))
+    ax.bar(pos, g["epochs_to_fit_mean"].fillna(0), yerr=g["epochs_to_fit_std"].fillna(0), capsize=3, color="C2")
+    for i, v in enumerate(g["epochs_to_fit_mean"]):
+        if pd.isna(v):
+            ax.text(i, 0, "not fitted", ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(pos, g["variant"], rotation=25, ha="right", fontsize=8)
+    ax.set(ylabel=f"epochs to {threshold:.0%} train accuracy", title="epochs to fit the training set")
+    ax.grid(alpha=0.3, axis="y")
+    return fig
+
+
 def _mean_histories(history: pd.DataFrame) -> dict[str, pd.DataFrame]:
     cols = ["train_loss", "train_accuracy", "test_loss", "test_accuracy"]
     return {v: g.groupby("epoch", as_index=False)[cols].mean() for v, g in history.groupby("variant", sort=False)}
@@ -365,6 +380,9 @@ def report_sweep(run_dir: Path) -> str:
             figs.append(("overfitting curves", save_figure(plot_history(_mean_histories(history), "train vs test "
                                                                         "(mean over seeds)"), run_dir, "overfitting")))
         figs.append(("train and test accuracy", save_figure(plot_variants(summary, study), run_dir, "variants")))
+        if study == "memorization":
+            threshold = read_manifest(run_dir)["config"]["fit_threshold"]
+            figs.append(("epochs to fit", save_figure(plot_epochs_to_fit(summary, threshold), run_dir, "epochs_to_fit")))
     if len(summary):
         keep = [c for c in summary.columns if c.split("_")[0] in ("sweep", "variant", "x", "seeds") or
                 c.startswith(("train_accuracy", "test_accuracy", "gap", "epochs_to_fit", "best_epoch"))]
