@@ -10,6 +10,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+matplotlib.rcParams["svg.hashsalt"] = "robustcnn"  # stable SVG ids: a redraw of the same data is byte-identical
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -62,7 +63,7 @@ def save_figure(fig: plt.Figure, run_dir: Path, name: str) -> str:
     """figures/<name>.png and .svg, written atomically; returns the PNG's path relative to the run."""
     for fmt in ("png", "svg"):
         buf = io.BytesIO()
-        fig.savefig(buf, format=fmt, dpi=130, bbox_inches="tight")
+        fig.savefig(buf, format=fmt, dpi=130, bbox_inches="tight", metadata={"Date": None} if fmt == "svg" else None)
         atomic_write_bytes(run_dir / "figures" / f"{name}.{fmt}", buf.getvalue())
     plt.close(fig)
     return f"figures/{name}.png"
@@ -327,32 +328,34 @@ def plot_sweep_curves(summary: pd.DataFrame, peaks: pd.DataFrame, rff: pd.DataFr
     return fig
 
 
+def _variant_bars(summary: pd.DataFrame, height: float) -> tuple[plt.Figure, plt.Axes, pd.DataFrame, np.ndarray]:
+    """A bar-chart axis with one labelled slot per variant of a study."""
+    g = summary[summary["sweep"] == "variants"]
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(g)), height))
+    pos = np.arange(len(g))
+    ax.set_xticks(pos, g["variant"], rotation=25, ha="right", fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    return fig, ax, g, pos
+
+
 def plot_variants(summary: pd.DataFrame, title: str) -> plt.Figure:
     """Train and test accuracy (mean +- std over seeds) per variant."""
-    g = summary[summary["sweep"] == "variants"]
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(g)), 4))
-    pos = np.arange(len(g))
+    fig, ax, g, pos = _variant_bars(summary, 4)
     ax.bar(pos - 0.2, g["train_accuracy_mean"], 0.4, yerr=g["train_accuracy_std"], capsize=3, label="train")
     ax.bar(pos + 0.2, g["test_accuracy_mean"], 0.4, yerr=g["test_accuracy_std"], capsize=3, label="test")
-    ax.set_xticks(pos, g["variant"], rotation=25, ha="right", fontsize=8)
     ax.set(ylabel="accuracy", ylim=(0, 1.05), title=title)
-    ax.grid(alpha=0.3, axis="y")
     ax.legend()
     return fig
 
 
 def plot_epochs_to_fit(summary: pd.DataFrame, threshold: float) -> plt.Figure:
     """Memorization: how many epochs each variant needs to fit its training set."""
-    g = summary[summary["sweep"] == "variants"]
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(g)), 3.8))
-    pos = np.arange(len(g))
+    fig, ax, g, pos = _variant_bars(summary, 3.8)
     ax.bar(pos, g["epochs_to_fit_mean"].fillna(0), yerr=g["epochs_to_fit_std"].fillna(0), capsize=3, color="C2")
     for i, v in enumerate(g["epochs_to_fit_mean"]):
         if pd.isna(v):
             ax.text(i, 0, "not fitted", ha="center", va="bottom", fontsize=7)
-    ax.set_xticks(pos, g["variant"], rotation=25, ha="right", fontsize=8)
     ax.set(ylabel=f"epochs to {threshold:.0%} train accuracy", title="epochs to fit the training set")
-    ax.grid(alpha=0.3, axis="y")
     return fig
 
 

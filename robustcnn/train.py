@@ -193,7 +193,7 @@ def robust_accuracy_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, adv:
     return correct / len(y)
 
 
-def _progress(total: int, enabled: bool):
+def _progress(enabled: bool):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -229,7 +229,7 @@ def train(model: nn.Module, data: DataBundle, config: TrainConfig | None = None,
     rows: list[dict] = []
     best_value, best_epoch, best_state = -1.0, 0, _state_copy(model)
     show = sys.stderr.isatty() if progress is None else progress
-    with _progress(cfg.epochs, show) as bar:
+    with _progress(show) as bar:
         task = bar.add_task(label, total=cfg.epochs, metrics="")
         for epoch in range(cfg.epochs):
             for group, base in zip(opt.param_groups, base_lrs):
