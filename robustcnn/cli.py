@@ -84,10 +84,6 @@ def _overrides(pairs: dict[str, Any], extra: list[str]) -> list[str]:
     return out + list(extra)
 
 
-def _progress() -> bool:
-    return sys.stderr.isatty()
-
-
 @app.command()
 def train(
     model: str = typer.Option("lenet5", "--model", "-m", help="A registered model (see `robustcnn models`)."),
@@ -113,7 +109,7 @@ def train(
     if width is not None:
         flags["model.kwargs.width"] = width
     cfg = load_config(TrainRunConfig, config, _overrides(flags, overrides))
-    path = run_train(cfg, out, progress=_progress())
+    path = run_train(cfg, out)
     typer.echo(f"wrote {path}")
 
 
@@ -135,7 +131,7 @@ def study(
         from robustcnn.experiments.adversarial import AdversarialStudyConfig, run_adversarial_study
 
         cfg = load_config(AdversarialStudyConfig, config, _overrides({**flags, "seed": seed}, overrides))
-        path = run_adversarial_study(cfg, out, progress=_progress())
+        path = run_adversarial_study(cfg, out)
     else:
         from robustcnn.experiments.generalization import SweepStudy, SweepStudyConfig, default_config, run_sweep_study
 
@@ -148,7 +144,7 @@ def study(
         cfg = load_config(SweepStudyConfig, config, _overrides(flags, overrides), base=base)
         if cfg.study != study:
             raise UsageError(f"config {config} is for study '{cfg.study.value}', not '{study.value}'")
-        path = run_sweep_study(cfg, out, progress=_progress())
+        path = run_sweep_study(cfg, out)
     typer.echo(f"wrote {path}\nreport: {path / 'report.md'}")
 
 

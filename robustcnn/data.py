@@ -11,7 +11,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import shutil
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -236,8 +235,7 @@ def _load_mnist_family(name: str, root: Path | None) -> DataBundle:
                 except (OSError, EOFError) as err:
                     raise UsageError(f"{src / fn} cannot be decompressed ({err}); replace it with the original") from err
             else:
-                shutil.copyfile(src / fn[:-3], target.with_suffix(".tmp"))
-                os.replace(target.with_suffix(".tmp"), target)
+                atomic_write_bytes(target, (src / fn[:-3]).read_bytes())
     try:
         train, test = (cls(str(work), train=t, download=root is None) for t in (True, False))
     except Exception as err:  # network failure, or torchvision's own integrity check

@@ -16,7 +16,14 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from robustcnn.errors import UsageError  # noqa: E402
-from robustcnn.results import atomic_write_bytes, atomic_write_text, markdown_table, read_manifest  # noqa: E402
+from robustcnn.results import (  # noqa: E402
+    atomic_write_bytes,
+    atomic_write_text,
+    markdown_table,
+    read_manifest,
+    run_files,
+    write_json,
+)
 
 REPORTERS: dict[str, Callable[[Path], str]] = {}
 
@@ -44,11 +51,9 @@ def redraw(run_dir: str | Path, kind: str | None = None) -> Path:
     body = REPORTERS[kind](run_dir)
     report = atomic_write_text(run_dir / "report.md", body)
     if (run_dir / "manifest.json").exists():  # a finished run: keep its file list true
-        import json
         manifest = read_manifest(run_dir)
-        manifest["files"] = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*")
-                                   if p.is_file() and p.name != "manifest.json")
-        atomic_write_text(run_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+        manifest["files"] = run_files(run_dir)
+        write_json(run_dir / "manifest.json", manifest)
     return report
 
 

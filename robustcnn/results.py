@@ -182,8 +182,7 @@ class RunFolder:
         self.path = self.final_path
 
     def write_manifest(self) -> None:
-        files = sorted(str(p.relative_to(self.path)) for p in self.path.rglob("*") if p.is_file()
-                       and p.name != "manifest.json")
+        files = run_files(self.path)
         manifest = {
             "kind": self.kind,
             "run_id": self.final_path.name,
@@ -201,6 +200,11 @@ class RunFolder:
             **self.extra,
         }
         write_json(self.path / "manifest.json", manifest)
+
+
+def run_files(run_dir: Path) -> list[str]:
+    """Every file of a run folder except the manifest, relative and sorted (the manifest's `files`)."""
+    return sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file() and p.name != "manifest.json")
 
 
 def read_manifest(run_dir: str | Path) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from robustcnn.attacks import AttackConfig, RobustnessResult, evaluate_robustness, predict
+from robustcnn.attacks import AttackConfig, RobustnessResult, as_attack_config, evaluate_robustness, predict
 from robustcnn.data import DataBundle
 from robustcnn.errors import UsageError
 from robustcnn.experiments.common import DataCache, DataSpec, ModelSpec, fit, save_training
@@ -86,18 +86,22 @@ class Evaluation:
 def evaluate_model(model: nn.Module, data: DataBundle, *, name: str = "model",
                    attacks: list[str | AttackConfig] | None = None, epsilons: list[float] | None = None,
                    n_examples: int = 500, batch_size: int = 500, lint: bool = True, lint_examples: int = 200,
-                   seed: int = 0, keep_adversarials: int = 0) -> Evaluation:
+                   seed: int = 0, keep_adversarials: int = 0,
+                   clean_splits: tuple[str, ...] = ("train", "test")) -> Evaluation:
     """Clean accuracy (train and test), robust accuracy over attacks x epsilons and the lint, for any model.
 
     The model should be in eval mode (the lint FAILs a model in train mode) and on data's device.
+    clean_splits: the splits whose whole clean accuracy goes in `clean` (the benchmark needs none).
     """
     defaults = EvaluationConfig()
-    configs = [a if isinstance(a, AttackConfig) else AttackConfig(a) for a in (attacks or defaults.attacks)]
+    configs = [as_attack_config(a) for a in (attacks or defaults.attacks)]
     eps = list(epsilons if epsilons is not None else defaults.epsilons)
     n = min(n_examples, len(data.y_test))
     x, y = data.x_test[:n], data.y_test[:n]
     clean_rows = []
-    for split, xs, ys in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
+    splits = {"train": (data.x_train, data.y_train), "test": (data.x_test, data.y_test)}
+    for split in clean_splits:
+        xs, ys = splits[split]
         acc = (predict(model, xs).argmax(1) == ys).float().mean().item()
         clean_rows.append({"model": name, "split": split, "accuracy": acc, "n": len(ys)})
     result = evaluate_robustness(model, x, y, attacks=configs, epsilons=eps, batch_size=batch_size, seed=seed,
@@ -108,7 +112,8 @@ def evaluate_model(model: nn.Module, data: DataBundle, *, name: str = "model",
     def tag(df: pd.DataFrame) -> pd.DataFrame:
         return df.assign(model=name)[["model", *df.columns]]
 
-    return Evaluation(pd.DataFrame(clean_rows), tag(result.table), tag(result.samples), tag(result.cost),
+    clean = pd.DataFrame(clean_rows, columns=["model", "split", "accuracy", "n"])
+    return Evaluation(clean, tag(result.table), tag(result.samples), tag(result.cost),
                       tag(lint_table), result)
 
 
