@@ -17,7 +17,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from robustcnn import AttackConfig, TrainConfig, create_model, evaluate_robustness, load_dataset, seed_everything, train
+from robustcnn import AttackConfig, TrainConfig, create_model, evaluate_robustness, load_dataset, seed_everything
+from robustcnn import train_model as train
 from robustcnn.train import resolve_device
 
 STEPS, EPS, CURVE = 40, 0.1, [0.0, 0.05, 0.1, 0.15, 0.2, 0.3]

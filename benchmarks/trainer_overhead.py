@@ -17,7 +17,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from robustcnn import TrainConfig, create_model, load_dataset, seed_everything, train
+from robustcnn import TrainConfig, create_model, load_dataset, seed_everything
+from robustcnn import train_model as train
 from robustcnn.train import resolve_device
 
 

@@ -3,36 +3,50 @@
     import robustcnn as rc
     data = rc.load_dataset("digits", image_size=28)
     model = rc.create_model("lenet5", dataset=data)
-    result = rc.train(model, data, rc.TrainConfig(epochs=10))
+    result = rc.train_model(model, data, rc.TrainConfig(epochs=10))
     evaluation = rc.evaluate_model(model, data, attacks=["fgsm", "pgd"], epsilons=[0, 0.1, 0.2])
-    evaluation.robust  # DataFrame: model, attack, threat_model, epsilon, robust_accuracy, n
+    evaluation.robust  # DataFrame: model, attack, threat_model, epsilon, robust_accuracy, n, curve
 """
 from __future__ import annotations
 
-from robustcnn.attacks import AttackConfig, ThreatModel, evaluate_robustness, list_attacks
-from robustcnn.benchmark import Scorecard, benchmark, write_benchmark
-from robustcnn.config import load_config
-from robustcnn.data import DataBundle, DatasetName, load_dataset
-from robustcnn.errors import UsageError
-from robustcnn.experiments.adversarial import (
-    AdversarialStudyConfig,
-    EvaluationConfig,
-    evaluate_model,
-    run_adversarial_study,
-)
-from robustcnn.experiments.common import DataSpec, ModelSpec
-from robustcnn.experiments.training import TrainRunConfig, run_train
-from robustcnn.lint import lint_evaluation
-from robustcnn.models import count_parameters, create_model, list_models, register_model
-from robustcnn.report import redraw as report
-from robustcnn.train import AdversarialTraining, TrainConfig, TrainResult, seed_everything, train
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "AdversarialStudyConfig", "AdversarialTraining", "AttackConfig", "DataBundle", "DataSpec", "DatasetName",
-    "EvaluationConfig", "ModelSpec", "Scorecard", "ThreatModel", "TrainConfig", "TrainResult", "TrainRunConfig",
-    "UsageError", "benchmark", "count_parameters", "create_model", "evaluate_model", "evaluate_robustness",
-    "lint_evaluation", "list_attacks", "list_models", "load_config", "load_dataset", "register_model", "report",
-    "run_adversarial_study", "run_train", "seed_everything", "train", "write_benchmark",
-]
+# Lazy exports (PEP 562): `import robustcnn` imports nothing heavy (no torch, no matplotlib), so the CLI's
+# --help is fast and a notebook's plotting settings are untouched until a function is used. No export shares
+# a submodule's name: robustcnn.train, robustcnn.benchmark and robustcnn.report stay modules.
+_EXPORTS = {
+    "robustcnn.api": ["attack"],
+    "robustcnn.attacks": ["AttackConfig", "ThreatModel", "list_attacks", "register_attack"],
+    "robustcnn.benchmark": ["Scorecard", "write_benchmark", ("benchmark_model", "benchmark")],
+    "robustcnn.config": ["load_config"],
+    "robustcnn.data": ["DataBundle", "DatasetName", "load_dataset"],
+    "robustcnn.devices": ["apply_threads", "resolve_device", "resolve_threads", "seed_everything"],
+    "robustcnn.errors": ["UsageError"],
+    "robustcnn.evaluation": ["Curve", "Evaluation", "RobustnessResult", "evaluate_model", "evaluate_robustness"],
+    "robustcnn.experiments.adversarial": ["AdversarialStudyConfig", "EvaluationConfig", "run_adversarial_study"],
+    "robustcnn.experiments.common": ["DataSpec", "ModelSpec"],
+    "robustcnn.experiments.training": ["TrainRunConfig", "run_train"],
+    "robustcnn.lint": ["lint_evaluation"],
+    "robustcnn.models": ["count_parameters", "create_model", "list_models", "register_model"],
+    "robustcnn.report": [("redraw_report", "redraw")],
+    "robustcnn.train": ["AdversarialTraining", "TrainConfig", "TrainResult", ("train_model", "train")],
+}
+_WHERE = {(e if isinstance(e, str) else e[0]): (module, e if isinstance(e, str) else e[1])
+          for module, names in _EXPORTS.items() for e in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'robustcnn' has no attribute '{name}'")
+    module, attr = _WHERE[name]
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

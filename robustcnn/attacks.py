@@ -1,25 +1,34 @@
-"""Attacks through foolbox, in a registry, and robust accuracy over an epsilon grid.
+"""The attack registry: attacks by name with keyword settings, and the protocol every attack follows.
 
-    result = evaluate_robustness(model, x, y, attacks=["fgsm", "pgd"], epsilons=[0, 0.1, 0.2, 0.3])
-    result.table    # attack, epsilon, robust_accuracy, n   (plus the per-sample `worst_case` rows)
-    result.samples  # one row per sample x attack x epsilon: correct, adv_pred, perturbation norms
+    attack = AttackConfig("pgd", steps=100, restarts=5).build()
+    raw, clipped, success = attack(fmodel, x, y, epsilons=[0.1, 0.3])
 
 Epsilon is a fraction of the [0,1] pixel range, in the attack's norm (L-inf or L2). Attacks see [0,1]
-images; the model normalizes inside.
+images; the model normalizes inside. Robust accuracy over an epsilon grid lives in robustcnn.evaluation.
 
-Cheap epsilon curves: a sample already broken at a smaller epsilon is broken at every larger one (its
-adversarial example lies inside every larger ball), so each epsilon attacks only the samples still standing.
-Minimal-norm attacks (DeepFool, C&W) run once and are clipped to each epsilon, as foolbox does.
+The attack protocol (what a registered factory returns; foolbox's attacks follow it, and so must any adapter,
+such as one for AutoAttack):
+
+    raw, clipped, success = attack(fmodel, x, y, epsilons=[eps_1, ..., eps_E])
+
+- fmodel is `foolbox.PyTorchModel(CountingModel(model), bounds=(0, 1), device=x.device)`: `fmodel(x)` on a
+  torch tensor returns the model's logits as a torch tensor, differentiable when x.requires_grad, and every
+  pass through it is counted as cost. Call the model only through fmodel.
+- x: (N, C, H, W) in [0, 1] on the model's device (never modified in place); y: (N,) int64 labels.
+- clipped: a list of E tensors shaped like x, each inside the epsilon ball (in the attack's norm) and [0, 1].
+- success: a bool tensor (E, N), True where clipped[k][i] is misclassified by the model.
+- raw: anything (unused).
+- Randomness comes from torch's global generator, which the evaluation seeds before each attack; a
+  random-start attack is called again on the survivors for each restart.
 """
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-import pandas as pd
 import torch
 import torch.nn as nn
 
@@ -32,11 +41,15 @@ class ThreatModel(str, Enum):
     L2 = "l2"
 
 
+_NAMED = ("steps", "step_size", "random_start")  # settings with their own field; the rest go in `options`
+
+
 @dataclass(frozen=True)
 class AttackConfig:
     """An attack by registry name plus keyword settings (see `robustcnn attacks` for each one's defaults).
 
     restarts: run a random-start attack this many times; a sample falls if any run breaks it.
+    options: the attack's other constructor arguments (each registered attack lists the ones it takes).
     """
 
     name: str
@@ -44,18 +57,25 @@ class AttackConfig:
     step_size: float | None = None  # relative to epsilon (foolbox's rel_stepsize); None: 2.5 / steps
     random_start: bool | None = None
     restarts: int = 1
-    options: dict[str, Any] = field(default_factory=dict)  # any other foolbox constructor argument
+    options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         entry = ATTACKS.get(self.name)
+        defaults, extra = entry.meta["defaults"], entry.meta["options"]
+        valid = ", ".join([*defaults, "restarts", *extra])
+        for key in _NAMED:
+            if getattr(self, key) is not None and key not in defaults:
+                raise UsageError(f"attack {self.name} has no '{key}' setting; valid settings: {valid}")
+        unknown = sorted(set(self.options) - set(extra))
+        if unknown:
+            raise UsageError(f"attack {self.name} has no option '{unknown[0]}'; valid settings: {valid}")
         if self.restarts < 1 or (self.steps is not None and self.steps < 1):
             raise UsageError(f"attack {self.name}: steps and restarts must be at least 1")
-        if self.step_size is not None and not self.step_size > 0:
-            raise UsageError(f"attack {self.name}: step_size must be positive, got {self.step_size}")
-        for key in ("steps", "step_size", "random_start"):
-            if getattr(self, key) is not None and key not in entry.meta["defaults"]:
-                raise UsageError(f"attack {self.name} has no '{key}' setting; it takes: "
-                                 f"{', '.join(entry.meta['defaults']) or 'no settings'}")
+        if self.step_size is not None and not (math.isfinite(self.step_size) and self.step_size > 0):
+            raise UsageError(f"attack {self.name}: step_size must be a positive number, got {self.step_size}")
+        if self.restarts > 1 and not self.randomized:
+            raise UsageError(f"attack {self.name} has no random start, so restarts={self.restarts} would repeat "
+                             "the same attack; use restarts=1 (or random_start=true)")
 
     @property
     def threat_model(self) -> ThreatModel:
@@ -64,7 +84,7 @@ class AttackConfig:
     def settings(self) -> dict[str, Any]:
         """The resolved keyword settings, defaults filled in."""
         resolved = dict(ATTACKS.get(self.name).meta["defaults"])
-        for key in ("steps", "step_size", "random_start"):
+        for key in _NAMED:
             if getattr(self, key) is not None:
                 resolved[key] = getattr(self, key)
         if "step_size" in resolved and resolved["step_size"] is None:
@@ -72,6 +92,7 @@ class AttackConfig:
         return {**resolved, **self.options}
 
     def build(self) -> Any:
+        """The attack object, called as the module docstring's protocol says."""
         return ATTACKS.get(self.name).factory(**self.settings())
 
     @property
@@ -82,13 +103,32 @@ class AttackConfig:
     def minimal(self) -> bool:
         return bool(ATTACKS.get(self.name).meta["minimal"])
 
+    @property
+    def iterative(self) -> bool:
+        """A fixed-budget attack with a number of steps (PGD-like), whose convergence the lint can test."""
+        return not self.minimal and "steps" in self.settings()
+
 
 ATTACKS: Registry[Any] = Registry("attack")
 
 
 def register_attack(name: str, *, norm: ThreatModel, description: str, minimal: bool = False,
-                    **defaults: Any):
-    return ATTACKS.register(name, description=description, norm=norm, minimal=minimal, defaults=defaults)
+                    options: Sequence[str] = (), **defaults: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register an attack factory (exported as `robustcnn.register_attack`). The factory returns an object
+    called as the module docstring's protocol says (any foolbox attack qualifies); afterwards the name works
+    everywhere an attack name does: AttackConfig, evaluate_model, rc.attack, `robustcnn benchmark --attacks`.
+
+        @rc.register_attack("my-pgd", norm=rc.ThreatModel.LINF, description="PGD, 20 steps", steps=20,
+                            step_size=None, random_start=True)
+        def my_pgd(*, steps, step_size, random_start):
+            return foolbox.attacks.LinfPGD(steps=steps, rel_stepsize=step_size, random_start=random_start)
+
+    norm: the threat model its epsilons are measured in. minimal: a minimal-norm attack (run once, clipped to
+    each epsilon) rather than a fixed-budget one. `defaults` are the settings with their own AttackConfig field
+    (steps, step_size, random_start); `options` names the other keyword arguments the factory accepts. A name
+    registered twice is an error."""
+    return ATTACKS.register(name, description=description, norm=norm, minimal=minimal, defaults=defaults,
+                            options=tuple(options))
 
 
 @register_attack("fgsm", norm=ThreatModel.LINF, description="FGSM, one signed-gradient step (Goodfellow et al. 2014)")
@@ -98,14 +138,14 @@ def _fgsm(**kw: Any) -> Any:
 
 
 @register_attack("pgd", norm=ThreatModel.LINF, description="L-inf PGD with random start (Madry et al. 2018)",
-                 steps=40, step_size=None, random_start=True)
+                 options=("abs_stepsize",), steps=40, step_size=None, random_start=True)
 def _pgd(*, steps: int, step_size: float, random_start: bool, **kw: Any) -> Any:
     import foolbox as fb
     return fb.attacks.LinfPGD(steps=steps, rel_stepsize=step_size, random_start=random_start, **kw)
 
 
 @register_attack("l2-pgd", norm=ThreatModel.L2, description="L2 PGD with random start (Madry et al. 2018)",
-                 steps=40, step_size=None, random_start=True)
+                 options=("abs_stepsize",), steps=40, step_size=None, random_start=True)
 def _l2_pgd(*, steps: int, step_size: float, random_start: bool, **kw: Any) -> Any:
     import foolbox as fb
     return fb.attacks.L2PGD(steps=steps, rel_stepsize=step_size, random_start=random_start, **kw)
@@ -117,7 +157,7 @@ def _l2_fgm(**kw: Any) -> Any:
     return fb.attacks.L2FastGradientAttack(random_start=False, **kw)
 
 
-@register_attack("deepfool", norm=ThreatModel.LINF, minimal=True, steps=50,
+@register_attack("deepfool", norm=ThreatModel.LINF, minimal=True, options=("candidates", "overshoot", "loss"), steps=50,
                  description="L-inf DeepFool, minimal perturbation (Moosavi-Dezfooli et al. 2016)")
 def _deepfool(*, steps: int, **kw: Any) -> Any:
     import foolbox as fb
@@ -125,6 +165,7 @@ def _deepfool(*, steps: int, **kw: Any) -> Any:
 
 
 @register_attack("cw-l2", norm=ThreatModel.L2, minimal=True, steps=100,
+                 options=("binary_search_steps", "stepsize", "confidence", "initial_const", "abort_early"),
                  description="Carlini & Wagner 2017 L2, minimal perturbation (5 binary-search steps)")
 def _cw_l2(*, steps: int, **kw: Any) -> Any:
     import foolbox as fb
@@ -151,14 +192,46 @@ def as_attack_config(attack: str | AttackConfig) -> AttackConfig:
 
 
 def check_epsilons(epsilons: Sequence[float]) -> list[float]:
-    """Sorted unique epsilons, each a fraction of the pixel range in [0, 1]."""
+    """Sorted unique epsilons; the universal part of the check (finite, >= 0), valid for every threat model.
+    The upper bound depends on the threat model and the image size: see check_budget."""
     if len(epsilons) == 0:
         raise UsageError("give at least one epsilon")
     for eps in epsilons:
-        if not isinstance(eps, (int, float)) or not 0 <= eps <= 1:
-            raise UsageError(f"epsilon {eps!r} is outside [0, 1]; epsilons are fractions of the [0,1] pixel range "
-                             "(8/255 is 0.0314)")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (math.isfinite(eps) and eps >= 0):
+            raise UsageError(f"epsilon {eps!r} must be a finite number >= 0; epsilons are fractions of the [0,1] "
+                             "pixel range (8/255 is 0.0314)")
     return sorted({float(e) for e in epsilons})
+
+
+def max_epsilon(threat: ThreatModel, input_shape: Sequence[int] | None = None) -> float | None:
+    """The largest meaningful budget: 1 for L-inf (the whole pixel range); for L2 the L2 diameter of the
+    [0,1] image cube, sqrt(C*H*W) (28.0 for 1x28x28, 55.4 for 3x32x32); None when the shape is not known."""
+    if threat == ThreatModel.LINF:
+        return 1.0
+    return None if input_shape is None else math.sqrt(math.prod(input_shape))
+
+
+def check_budget(epsilons: Sequence[float], attacks: Sequence[AttackConfig],
+                 input_shape: Sequence[int] | None = None) -> list[float]:
+    """check_epsilons, then each epsilon against each attack's threat model: L-inf in [0, 1], L2 in
+    [0, sqrt(C*H*W)] for images of `input_shape` (C, H, W). Without a shape only the L-inf bound is checked."""
+    grid = check_epsilons(epsilons)
+    for cfg in attacks:
+        limit = max_epsilon(cfg.threat_model, input_shape)
+        if limit is not None and grid[-1] > limit + 1e-9:
+            if cfg.threat_model == ThreatModel.LINF:
+                raise UsageError(f"epsilon {grid[-1]:g} is outside [0, 1] for the L-inf attack {cfg.name}; L-inf "
+                                 "epsilons are fractions of the [0,1] pixel range (8/255 is 0.0314)")
+            shape = "x".join(map(str, input_shape))
+            raise UsageError(f"epsilon {grid[-1]:g} is outside [0, {limit:.4g}] for the L2 attack {cfg.name}: "
+                             f"{limit:.4g} is the L2 diameter of a {shape} image in [0,1]")
+    return grid
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """(N, classes) scores, computed in batches."""
+    return torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
 class CountingModel(nn.Module):
@@ -180,149 +253,6 @@ class CountingModel(nn.Module):
         return self.model(x)
 
 
-@dataclass
-class RobustnessResult:
-    table: pd.DataFrame    # attack, threat_model, epsilon, robust_accuracy, n
-    samples: pd.DataFrame  # index, label, clean_pred, attack, epsilon, correct, adv_pred, perturbation_linf/l2
-    cost: pd.DataFrame     # attack, seconds, forward_passes, backward_passes (in examples)
-    clean_accuracy: float
-    adversarials: dict[tuple[str, float], torch.Tensor] = field(default_factory=dict)  # first k examples, CPU
 
 
-@torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """(N, classes) scores, computed in batches."""
-    return torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
-
-
-def evaluate_robustness(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    attacks: Sequence[str | AttackConfig],
-    epsilons: Sequence[float],
-    batch_size: int = 500,
-    seed: int = 0,
-    reuse_broken: bool = True,
-    keep_adversarials: int = 0,
-) -> RobustnessResult:
-    """Robust accuracy of `model` on (x, y) for each attack x epsilon, plus the per-sample worst case.
-
-    The model is used as given (call model.eval() first; the lint flags a model left in train mode).
-    reuse_broken=False attacks every clean-correct sample at every epsilon (foolbox's own behaviour).
-    keep_adversarials: keep the adversarial images of the first k examples (for a gallery).
-    """
-    import foolbox as fb
-
-    configs = [as_attack_config(a) for a in attacks]
-    eps_grid = check_epsilons(epsilons)
-    if len({c.name for c in configs}) != len(configs):
-        raise UsageError("each attack may appear once in a grid")
-    device = x.device
-    counter = CountingModel(model)
-    fmodel = fb.PyTorchModel(counter, bounds=(0, 1), device=device)
-    scores = predict(model, x)
-    clean_pred = scores.argmax(1)
-    clean_correct = clean_pred == y
-    n = len(y)
-    sample_frames, cost_rows, adversarials = [], [], {}
-    for cfg in configs:
-        torch.manual_seed(seed)
-        attack = cfg.build()
-        counter.forwards = counter.backwards = 0
-        t0 = time.perf_counter()
-        states = (_minimal_states if cfg.minimal else _incremental_states)(
-            attack, fmodel, x, y, clean_correct, eps_grid, cfg, batch_size, reuse_broken)
-        for eps, broken, adv_x in states:
-            delta = (adv_x - x).flatten(1)
-            found = broken & clean_correct  # an adversarial example exists (NaN norms where none was found)
-            adv_pred = clean_pred.clone()
-            moved = torch.nonzero(found).flatten()
-            if len(moved):
-                adv_pred[moved] = predict(model, adv_x[moved]).argmax(1)
-            sample_frames.append(pd.DataFrame({
-                "index": range(n), "label": y.cpu().numpy(), "clean_pred": clean_pred.cpu().numpy(),
-                "attack": cfg.name, "threat_model": cfg.threat_model.value, "epsilon": eps,
-                "correct": (~broken).cpu().numpy(), "adv_pred": adv_pred.cpu().numpy(),
-                "perturbation_linf": delta.abs().amax(1).where(found, torch.nan).cpu().numpy(),
-                "perturbation_l2": delta.norm(dim=1).where(found, torch.nan).cpu().numpy(),
-            }))
-            if keep_adversarials:
-                adversarials[(cfg.name, eps)] = adv_x[:keep_adversarials].detach().cpu()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        cost_rows.append({"attack": cfg.name, "seconds": time.perf_counter() - t0, "forward_passes": counter.forwards,
-                          "backward_passes": counter.backwards})
-    samples = pd.concat(sample_frames, ignore_index=True)
-    samples = pd.concat([samples, worst_case_samples(samples)], ignore_index=True)
-    table = (samples.groupby(["attack", "threat_model", "epsilon"], sort=False)["correct"]
-             .agg(robust_accuracy="mean", n="size").reset_index())
-    table["robust_accuracy"] = table["robust_accuracy"].astype(float)
-    return RobustnessResult(table, samples, pd.DataFrame(cost_rows), float(clean_correct.float().mean()), adversarials)
-
-
-def _run_attack(attack: Any, fmodel: Any, x: torch.Tensor, y: torch.Tensor, todo: torch.Tensor,
-                epsilons: list[float], batch_size: int) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Attack x[todo] in batches -> (clipped adversarials per epsilon, fooled mask (E, len(todo)))."""
-    advs: list[list[torch.Tensor]] = [[] for _ in epsilons]
-    fooled = []
-    for start in range(0, len(todo), batch_size):
-        idx = todo[start:start + batch_size]
-        _, clipped, success = attack(fmodel, x[idx], y[idx], epsilons=epsilons)
-        for k, c in enumerate(clipped):
-            advs[k].append(c.detach())
-        fooled.append(success)
-    return [torch.cat(a) for a in advs], torch.cat(fooled, dim=1)
-
-
-def _incremental_states(attack: Any, fmodel: Any, x: torch.Tensor, y: torch.Tensor, clean_correct: torch.Tensor,
-                        eps_grid: list[float], cfg: AttackConfig, batch_size: int, reuse_broken: bool):
-    """Yield (eps, broken, adv_x) per epsilon, attacking only the samples still standing (or, without
-    reuse, every clean-correct sample). eps = 0 admits no perturbation, so it is clean accuracy."""
-    broken, adv_x = ~clean_correct, x.clone()
-    for eps in eps_grid:
-        if eps > 0:
-            if not reuse_broken:
-                broken, adv_x = ~clean_correct, x.clone()
-            todo = torch.nonzero(~broken).flatten()
-            for _ in range(cfg.restarts if cfg.randomized else 1):
-                if len(todo) == 0:
-                    break
-                new_adv, fooled = _run_attack(attack, fmodel, x, y, todo, [eps], batch_size)
-                adv_x[todo[fooled[0]]] = new_adv[0][fooled[0]]
-                broken[todo[fooled[0]]] = True
-                todo = todo[~fooled[0]]
-        yield eps, broken.clone(), adv_x.clone()
-
-
-def _minimal_states(attack: Any, fmodel: Any, x: torch.Tensor, y: torch.Tensor, clean_correct: torch.Tensor,
-                    eps_grid: list[float], cfg: AttackConfig, batch_size: int, reuse_broken: bool):
-    """Minimal-norm attacks find one perturbation per sample; foolbox clips it to each epsilon."""
-    todo = torch.nonzero(clean_correct).flatten()
-    positive = [e for e in eps_grid if e > 0]
-    results = _run_attack(attack, fmodel, x, y, todo, positive, batch_size) if len(todo) and positive else None
-    for eps in eps_grid:
-        broken, adv_x = ~clean_correct, x.clone()
-        if eps > 0 and results is not None:
-            k = positive.index(eps)
-            adv_x[todo] = results[0][k]
-            broken[todo[results[1][k]]] = True
-        yield eps, broken, adv_x
-
-
-def worst_case_samples(samples: pd.DataFrame) -> pd.DataFrame:
-    """Per sample and epsilon, correct only if correct under every attack of the same threat model.
-
-    The L-inf rows are named `worst_case`, L2 rows `worst_case_l2`; each keeps the perturbation of the
-    attack that broke the sample (the first such attack in grid order)."""
-    frames = []
-    for threat, group in samples.groupby("threat_model", sort=False):
-        if group["attack"].nunique() < 2:
-            continue
-        ordered = group.sort_values(["index", "epsilon", "correct"], kind="stable")  # broken (False) first
-        worst = ordered.groupby(["index", "epsilon"], sort=True).first().reset_index()
-        worst["correct"] = group.groupby(["index", "epsilon"], sort=True)["correct"].all().values
-        worst["attack"] = "worst_case" if threat == ThreatModel.LINF.value else f"worst_case_{threat}"
-        frames.append(worst[samples.columns])
-    return pd.concat(frames, ignore_index=True) if frames else samples.iloc[:0]
+from robustcnn import autoattack as _autoattack  # noqa: E402,F401  (registers AutoAttack; imports this module)

@@ -1,7 +1,7 @@
 """`robustcnn benchmark`: a robustness scorecard for a model the user brings.
 
     card = benchmark("examples/my_cnn.py:small_cnn", dataset="mnist", weights="examples/my_cnn_mnist.pt")
-    card.robust  # attack, epsilon, robust_accuracy, ci_low, ci_high, n (worst_case rows included)
+    card.robust  # attack, epsilon, robust_accuracy (per-example worst case over attack seeds), ci_low, ci_high, n
 
 Model forms: `file.py:factory` or `package.module:factory` (called with model_args; this RUNS the user's
 code), a registered zoo name, a TorchScript file, or a torch.export program (.pt2). Weights are a state_dict
@@ -15,7 +15,7 @@ import importlib
 import importlib.util
 import math
 import time
-import zipfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,31 +25,60 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from robustcnn.attacks import AttackConfig, predict
-from robustcnn.data import DataBundle, load_dataset
-from robustcnn.errors import UsageError
+from robustcnn.api import CUSTOM, as_bundle, with_model_classes
+from robustcnn.attacks import AttackConfig, as_attack_config, check_budget, predict
+from robustcnn.data import DataBundle
+from robustcnn.devices import resolve_device
+from robustcnn.errors import RobustcnnWarning, UsageError
+from robustcnn.leaderboard import board_path, read_leaderboard, update_leaderboard
+from robustcnn.model_files import first_line, load_weights_into, read_model_file, read_weights
 from robustcnn.models import MODELS, count_parameters, create_model, model_input_size
 
 
-# ------------------------------------------------------------------ loading
+# ------------------------------------------------------------------ loading (the files themselves: model_files.py)
 def load_model(spec: str | nn.Module, *, dataset: DataBundle, weights: str | Path | None = None,
-               model_args: dict[str, Any] | None = None, trust_pickle: bool = False) -> nn.Module:
-    """Resolve any supported model form to an nn.Module (weights loaded, not yet checked)."""
+               model_args: dict[str, Any] | None = None, trust_pickle: bool = False, pretrained: str | None = None,
+               untrained: bool = False) -> nn.Module:
+    """Resolve any supported model form to an nn.Module (weights loaded, not yet checked).
+
+    A zoo name needs weights (a file, or a shipped `pretrained` tag); only `untrained=True` scores its random
+    initialisation, on purpose."""
+    if pretrained is not None:
+        return _pretrained(spec, pretrained, dataset, weights, model_args)
     if isinstance(spec, nn.Module):
         model = spec
     elif spec in MODELS:
+        if weights is None and not untrained:
+            from robustcnn.zoo import shipped
+
+            have = [s for s in shipped() if s.startswith(f"{spec}:")]
+            raise UsageError(f"{spec} is a zoo architecture with random weights: pass --weights FILE"
+                             f"{', --pretrained ' + '|'.join(h.split(':', 1)[1] for h in have) if have else ''} or "
+                             "--untrained (to score the random initialisation on purpose)")
         model = create_model(spec, dataset=dataset, **(model_args or {}))
     elif ":" in spec and not Path(spec).exists():
         model = _from_factory(spec, model_args or {})
     else:
         model = _from_file(Path(spec), trust_pickle)
     if weights is not None:
-        state = read_weights(Path(weights), trust_pickle)
-        try:
-            model.load_state_dict(state)
-        except (RuntimeError, AttributeError) as err:
-            raise UsageError(f"weights {weights} do not fit the model: {str(err).splitlines()[0]}") from err
+        load_weights_into(model, read_weights(Path(weights), trust_pickle), Path(weights))
     return model
+
+
+def _pretrained(spec: str | nn.Module, tag: str, data: DataBundle, weights: str | Path | None,
+                model_args: dict[str, Any] | None) -> nn.Module:
+    """A shipped zoo model, on the dataset its weights were trained on."""
+    from robustcnn.zoo import dataset_key, find_pretrained
+
+    if weights is not None:
+        raise UsageError("pass --weights or --pretrained, not both")
+    if not isinstance(spec, str) or spec not in MODELS:
+        raise UsageError(f"--pretrained needs a zoo name (see `robustcnn models`), not {spec!r}")
+    entry = find_pretrained(spec, tag)
+    if dataset_key(entry["dataset"]) != dataset_key(data.name):
+        raise UsageError(f"{spec} --pretrained {tag} was trained on {entry['dataset']}, not {data.name}; benchmark it "
+                         f"with --dataset {entry['dataset']}")
+    return create_model(spec, dataset=data, pretrained=tag, **(model_args or {}))
 
 
 def _from_factory(spec: str, model_args: dict[str, Any]) -> nn.Module:
@@ -67,14 +96,16 @@ def _from_factory(spec: str, model_args: dict[str, Any]) -> nn.Module:
     except UsageError:
         raise
     except Exception as err:
-        raise UsageError(f"cannot import {target} ({type(err).__name__}: {err})") from err
+        raise UsageError(f"cannot import {target} ({first_line(err)})") from err
     factory = getattr(module, name, None)
     if not callable(factory):
         raise UsageError(f"{target} has no callable '{name}'")
     try:
         model = factory(**model_args)
     except TypeError as err:
-        raise UsageError(f"{spec}: bad --model-arg ({err})") from err
+        raise UsageError(f"{spec}: bad --model-arg ({first_line(err)})") from err
+    except Exception as err:  # the user's factory failed: its own error, in one line
+        raise UsageError(f"{spec} raised {first_line(err)}") from err
     if not isinstance(model, nn.Module):
         raise UsageError(f"{spec} returned {type(model).__name__}, not a torch.nn.Module")
     return model
@@ -84,47 +115,7 @@ def _from_file(path: Path, trust_pickle: bool) -> nn.Module:
     if not path.is_file():
         raise UsageError(f"model '{path}' is neither a registered model, an existing file, nor module:factory "
                          "(see `robustcnn models`)")
-    if path.suffix == ".pt2":
-        try:
-            return torch.export.load(str(path)).module()
-        except Exception as err:
-            raise UsageError(f"cannot load torch.export program {path} ({err})") from err
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as z:
-            is_script = any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
-        if is_script:
-            try:
-                return torch.jit.load(str(path), map_location="cpu")
-            except Exception as err:
-                raise UsageError(f"cannot load TorchScript {path} ({err})") from err
-    obj = _torch_load(path, trust_pickle)
-    if isinstance(obj, nn.Module):
-        return obj
-    raise UsageError(f"{path} holds a {type(obj).__name__}, not a model; pass the architecture as MODEL and this "
-                     "file as --weights")
-
-
-def read_weights(path: Path, trust_pickle: bool) -> dict[str, torch.Tensor]:
-    obj = _torch_load(path, trust_pickle)
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
-    if isinstance(obj, nn.Module):
-        obj = obj.state_dict()
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise UsageError(f"{path} is not a state_dict (a mapping of names to tensors)")
-    return obj
-
-
-def _torch_load(path: Path, trust_pickle: bool) -> Any:
-    if not path.is_file():
-        raise UsageError(f"{path} does not exist")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
-    except Exception as err:
-        if not trust_pickle and ("weights_only" in str(err).lower() or "unpickl" in str(err).lower()):
-            raise UsageError(f"{path} needs pickled code to load, and unpickling can run arbitrary code; save a "
-                             "state_dict instead, or pass --trust-pickle if you trust the file's author") from err
-        raise UsageError(f"cannot read {path} ({type(err).__name__}: {str(err).splitlines()[0]})") from err
+    return read_model_file(path, trust_pickle)
 
 
 def weights_hash(model: nn.Module) -> str:
@@ -197,12 +188,14 @@ def preflight(model: nn.Module, data: DataBundle) -> tuple[nn.Module, list[Prefl
             out = model(x)
     except Exception as err:
         fail("input_shape", f"the model rejects {data.name} inputs of shape (N, {', '.join(map(str, shape))}) "
-                            f"({type(err).__name__}: {str(err).splitlines()[0]})")
+                            f"({first_line(err)})")
     report.append(Preflight("input_shape", "PASS", f"accepts (N, {', '.join(map(str, shape))}) in [0,1]"))
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape != (len(x), data.num_classes):
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         fail("output_shape", f"expected outputs of shape [N, {data.num_classes}] for {data.name}, got {got}")
     report.append(Preflight("output_shape", "PASS", f"outputs [N, {data.num_classes}]"))
+    if not out.is_floating_point():  # attacks need gradients of real-valued scores
+        fail("output_dtype", f"the model outputs {out.dtype} scores; gradient attacks need floating-point logits")
     if not torch.isfinite(out).all():
         fail("finite_outputs", "the model outputs NaN or inf on clean test images")
     report.append(Preflight("finite_outputs", "PASS", "outputs are finite"))
@@ -231,6 +224,35 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+STATISTIC = ("robust_accuracy: per example, robust only if it withstands the attack under every attack seed; "
+             "ci_low/ci_high: its 95 % Wilson interval over the n examples; mean_over_seeds/std_over_seeds: the "
+             "per-seed accuracies")
+
+
+def robust_over_seeds(samples: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Robust accuracy per attack x epsilon over attack seeds, with an interval that matches the point.
+
+    The point is the per-example worst case over seeds (the seeds act as restarts: an example counts as robust
+    only if every seed's attack fails), so it is the strongest bound the runs give. Its 95 % Wilson interval is
+    over the n examples, the sampled unit: every seed re-attacks the same examples, so pooling seeds x examples
+    as independent trials would make the interval too narrow. samples: one frame per seed (index, attack,
+    threat_model, epsilon, correct), worst_case rows included."""
+    keys = ["attack", "threat_model", "epsilon"]
+    per_seed = pd.concat([s.assign(seed=i) for i, s in enumerate(samples)], ignore_index=True)
+    held = per_seed.groupby([*keys, "index"], sort=False)["correct"].all().reset_index()
+    table = held.groupby(keys, sort=False)["correct"].agg(robust="sum", n="size").reset_index()
+    accs = per_seed.groupby([*keys, "seed"], sort=False)["correct"].mean().reset_index()
+    spread = accs.groupby(keys, sort=False)["correct"].agg(mean_over_seeds="mean", std_over_seeds="std").reset_index()
+    table = table.merge(spread, on=keys, how="left", validate="one_to_one")
+    table["robust_accuracy"] = table["robust"] / table["n"]
+    bounds = [wilson_interval(int(k), int(n)) for k, n in zip(table["robust"], table["n"])]
+    table["ci_low"], table["ci_high"] = [b[0] for b in bounds], [b[1] for b in bounds]
+    table["attack_seeds"] = len(samples)
+    table["std_over_seeds"] = table["std_over_seeds"].fillna(0.0)  # one seed: no spread
+    return table[[*keys, "robust_accuracy", "ci_low", "ci_high", "n", "attack_seeds", "mean_over_seeds",
+                  "std_over_seeds"]]
+
+
 @dataclass
 class Scorecard:
     model: str
@@ -239,151 +261,157 @@ class Scorecard:
     parameters: int
     n: int
     clean_accuracy: float
-    robust: pd.DataFrame     # attack, threat_model, epsilon, robust_accuracy, ci_low, ci_high, n, std_over_seeds
+    robust: pd.DataFrame     # attack, threat_model, epsilon, robust_accuracy, ci_low, ci_high, n, curve, ... (STATISTIC)
     lint: pd.DataFrame
     preflight: pd.DataFrame
     cost: pd.DataFrame
     throughput: dict[str, float]
     wall_seconds: float
-    samples: pd.DataFrame = field(repr=False, default_factory=pd.DataFrame)
+    samples: pd.DataFrame = field(repr=False, default_factory=pd.DataFrame)  # per example, attack, epsilon, seed
+    attack_seeds: int = 1
+    suite: str | None = None  # a named attack suite, if the attacks came from one (the leaderboard records it)
+    off_leaderboard: str | None = None  # why write_benchmark keeps it off the leaderboard (None: it goes on)
 
     def to_json(self) -> dict[str, Any]:
         """The stable scorecard.json layout (floats in [0,1])."""
-        records = self.robust[["attack", "epsilon", "robust_accuracy", "ci_low", "ci_high", "n", "std_over_seeds"]]
+        records = self.robust[["attack", "threat_model", "epsilon", "robust_accuracy", "ci_low", "ci_high", "n",
+                               "attack_seeds", "mean_over_seeds", "std_over_seeds", "curve"]]
         return {"model": self.model, "dataset": self.dataset, "weights_hash": self.weights_hash,
                 "parameters": self.parameters, "n_examples": self.n, "clean_accuracy": self.clean_accuracy,
+                "suite": self.suite, "attack_seeds": self.attack_seeds, "robust_statistic": STATISTIC,
                 "robust_accuracy": records.to_dict("records"), "lint": self.lint.to_dict("records"),
-                "preflight": self.preflight.to_dict("records"), "throughput": self.throughput,
-                "wall_seconds": self.wall_seconds}
+                "preflight": self.preflight.to_dict("records"), "off_leaderboard": self.off_leaderboard,
+                "throughput": self.throughput, "wall_seconds": self.wall_seconds}
 
 
-def benchmark(model: str | nn.Module, *, dataset: str = "mnist", weights: str | Path | None = None,
-              model_args: dict[str, Any] | None = None, attacks: Sequence[str | AttackConfig] = ("fgsm", "pgd"),
+def chance_check(correct: int, labels: torch.Tensor, classes: int) -> Preflight:
+    """FAIL when clean accuracy is not above chance: the lower end of its 95 % Wilson interval does not clear
+    what a constant prediction scores on these examples (the larger of 1/classes and the commonest label's
+    share). A randomly initialised net fails it; a robustness curve of such a model means nothing."""
+    n = len(labels)
+    chance = max(1 / classes, torch.bincount(labels.cpu()).max().item() / n)
+    low, high = wilson_interval(correct, n)
+    detail = f"clean accuracy {correct / n:.3f} (95 % CI {low:.3f}-{high:.3f}, n={n}), chance {chance:.3f}"
+    if low <= chance:
+        return Preflight("chance_level", "FAIL", f"{detail}: not above chance (untrained or broken weights?); "
+                                                 "the scorecard stays off the leaderboard")
+    return Preflight("chance_level", "PASS", f"{detail}: above chance")
+
+
+def benchmark(model: str | nn.Module, *, dataset: Any = "mnist", weights: str | Path | None = None,
+              model_args: dict[str, Any] | None = None, attacks: Sequence[str | AttackConfig] | None = None,
               epsilons: Sequence[float] | None = None, n_examples: int = 1000, attack_seeds: int = 1,
               mean: Sequence[float] | None = None, std: Sequence[float] | None = None, trust_pickle: bool = False,
               data_root: str | Path | None = None, image_size: int | None = None, device: str = "auto",
-              lint: bool = True, name: str | None = None) -> Scorecard:
-    """Load, pre-flight check and attack a model; returns its scorecard (DataFrames inside)."""
-    from robustcnn.experiments.adversarial import evaluate_model
-    from robustcnn.train import resolve_device
+              lint: bool = True, name: str | None = None, pretrained: str | None = None,
+              untrained: bool = False, suite: str = "standard") -> Scorecard:
+    """Load, pre-flight check and attack a model; returns its scorecard (DataFrames inside).
+
+    dataset: a name, a DataBundle, an (x, y) pair of tensors in [0,1] or a torch DataLoader; the examples are
+        the first n_examples of its test split (of the tensors), in order. Scorecards on tensors or loaders
+        are not on a named dataset and stay off the leaderboard.
+    weights / pretrained: a state_dict file, or a shipped tag (robustcnn.zoo) for a zoo name; a zoo name with
+        neither is refused unless untrained=True.
+    A clean accuracy not above chance is a pre-flight FAIL (chance_check): the scorecard is complete and says
+    so, and write_benchmark keeps it off the leaderboard.
+    suite: the named attack suite (robustcnn.suites; L-inf) run when `attacks` is None; given attacks override it,
+        and the scorecard then records the joined attack names as its suite."""
+    from robustcnn.evaluation import evaluate_model
+    from robustcnn.suites import resolve_suite
+
+    if attacks is None:
+        attacks, suite_name = resolve_suite(suite, "linf"), suite
+    else:
+        attacks = [as_attack_config(a) for a in attacks]
+        suite_name = "+".join(a.name for a in attacks)
+        if not attacks:
+            raise UsageError("attacks is empty; name at least one attack, or pass attacks=None for the suite")
 
     t0 = time.perf_counter()
     dev = resolve_device(device)
     if isinstance(model, str) and model in MODELS and image_size is None:
         image_size = model_input_size(model)
-    data = load_dataset(dataset, root=data_root, image_size=image_size, device=dev)
-    if (mean is None) != (std is None):
-        raise UsageError("pass both --mean and --std, or neither")
-    net = load_model(model, dataset=data, weights=weights, model_args=model_args, trust_pickle=trust_pickle)
-    if mean is not None:
-        if len(mean) != data.channels or len(std) != data.channels or min(std) <= 0:
-            raise UsageError(f"--mean/--std need {data.channels} values each (std > 0) for {dataset}")
-        net = Normalized(net, mean, std)
-    net = net.to(dev)
-    label = name or (model if isinstance(model, str) else type(model).__name__)
-    net, checks = preflight(net, data)
+    data = as_bundle(dataset, root=data_root, image_size=image_size, device=dev)
     if epsilons is None:
         epsilons = [0.0, 2 / 255, 4 / 255, 8 / 255] if data.channels == 3 else [0.0, 0.1, 0.2, 0.3]
+    check_budget(epsilons, [as_attack_config(a) for a in attacks], tuple(data.x_test.shape[1:]))  # before any work
+    if (mean is None) != (std is None):
+        raise UsageError("pass both --mean and --std, or neither")
+    net = load_model(model, dataset=data, weights=weights, model_args=model_args, trust_pickle=trust_pickle,
+                     pretrained=pretrained, untrained=untrained)
+    if mean is not None:
+        if len(mean) != data.channels or len(std) != data.channels or min(std) <= 0:
+            raise UsageError(f"--mean/--std need {data.channels} values each (std > 0) for {data.name}")
+        net = Normalized(net, mean, std)
+    net = net.to(dev)
+    data = with_model_classes(data, net)
+    label = name or (model if isinstance(model, str) else type(model).__name__)
+    net, checks = preflight(net, data)
     n = min(n_examples, len(data.y_test))
-    runs = [evaluate_model(net, data, name=label, attacks=list(attacks), epsilons=list(epsilons), n_examples=n,
-                           lint=lint and seed == 0, seed=seed, batch_size=min(n, 500), clean_splits=())
-            for seed in range(max(1, attack_seeds))]
-    first = runs[0]
-    robust = first.robust.drop(columns="model").copy()
-    per_seed = pd.concat([r.robust.assign(seed=s) for s, r in enumerate(runs)])
-    stats = per_seed.groupby(["attack", "epsilon"], sort=False)["robust_accuracy"].agg(["mean", "std"]).reset_index()
-    robust = robust.merge(stats, on=["attack", "epsilon"])
-    robust["robust_accuracy"] = robust.pop("mean")
-    robust["std_over_seeds"] = robust.pop("std").fillna(0.0)
-    bounds = [wilson_interval(round(a * k), k) for a, k in zip(first.robust["robust_accuracy"], first.robust["n"])]
-    robust["ci_low"], robust["ci_high"] = [b[0] for b in bounds], [b[1] for b in bounds]
     t1 = time.perf_counter()
     clean_pred = predict(net, data.x_test[:n]).argmax(1)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     clean_seconds = time.perf_counter() - t1
-    clean = (clean_pred == data.y_test[:n]).float().mean().item()  # the same n examples the attacks see
+    correct = int((clean_pred == data.y_test[:n]).sum())  # the same n examples the attacks see
+    checks.append(chance_check(correct, data.y_test[:n], data.num_classes))
+    runs = [evaluate_model(net, data, name=label, attacks=list(attacks), epsilons=list(epsilons), n_examples=n,
+                           lint=lint and seed == 0, seed=seed, batch_size=min(n, 500), clean_splits=(),
+                           strong_lint=suite_name in ("standard", "full"))
+            for seed in range(max(1, attack_seeds))]
+    first = runs[0]
+    robust = robust_over_seeds([r.samples for r in runs])
+    robust["curve"] = first.robust["curve"].iloc[0]  # one evaluation mode per benchmark (cumulative or per-epsilon)
     cost = first.cost.drop(columns="model")
     throughput = {"clean_images_per_second": n / max(clean_seconds, 1e-9)}
     for row in cost.itertuples():
         throughput[f"{row.attack}_images_per_second"] = n * len(epsilons) / max(row.seconds, 1e-9)
-    return Scorecard(label, data.name, weights_hash(net), count_parameters(net, trainable_only=False), n, clean,
+    samples = pd.concat([r.samples.assign(seed=s) for s, r in enumerate(runs)], ignore_index=True)
+    return Scorecard(label, data.name, weights_hash(net), count_parameters(net, trainable_only=False), n, correct / n,
                      robust, first.lint.drop(columns="model"), pd.DataFrame([c.__dict__ for c in checks]), cost,
-                     throughput, time.perf_counter() - t0, first.samples)
+                     throughput, time.perf_counter() - t0, samples, attack_seeds=len(runs), suite=suite_name,
+                     off_leaderboard=_off_leaderboard(data, checks))
+
+
+def _off_leaderboard(data: DataBundle, checks: Sequence[Preflight]) -> str | None:
+    """Why a scorecard must not reach the leaderboard, or None."""
+    failed = [c.check for c in checks if c.status == "FAIL"]
+    if failed:
+        return f"pre-flight FAIL: {', '.join(failed)}"
+    if data.name == CUSTOM:
+        return "evaluated on tensors or a DataLoader, not a named dataset"
+    return None
 
 
 # ------------------------------------------------------------------ run folder and leaderboard
 def write_benchmark(card: Scorecard, out: str | Path = "results", *, config: dict[str, Any] | None = None,
                     device: str = "cpu") -> Path:
-    """Write `<out>/benchmark/<run-id>/` (scorecard.json, tables, figure, report.md) and update the leaderboard."""
+    """Write `<out>/benchmark/<run-id>/` (scorecard.json, tables, figure, report.md) and update the leaderboard,
+    unless the scorecard is marked off it (a pre-flight FAIL, custom data): then a warning says why."""
+    from robustcnn.model_card import robustbench_card
     from robustcnn.report import redraw
     from robustcnn.results import RunFolder, write_json, write_table
+    from robustcnn.zoo import reference_curves
 
-    references = reference_curves(Path(out), card)
+    board = board_path(out, card.dataset)
+    if card.off_leaderboard is None:
+        read_leaderboard(board)  # a corrupt board stops here, before any write
+    references = reference_curves(card.dataset, exclude_hash=card.weights_hash)  # shipped references only
     with RunFolder(out, "benchmark", config=config or {}, seed=0, device=device, elapsed=card.wall_seconds,
                    on_finish=lambda path: redraw(path, kind="benchmark")) as run:
         write_json(run.path / "scorecard.json", card.to_json())
-        write_table(run.path, "robust_accuracy", card.robust.assign(model=card.model), title="Robust accuracy")
+        write_json(run.path / "robustbench.json", robustbench_card(card.model, card.dataset, card.suite, card.n,
+                                                                   card.clean_accuracy, card.robust, card.weights_hash))
+        write_table(run.path, "robust_accuracy", card.robust.assign(model=card.model, suite=card.suite),
+                    title="Robust accuracy")
         write_table(run.path, "lint", card.lint, title="Evaluation lint")
         write_table(run.path, "preflight", card.preflight, title="Pre-flight checks")
         write_table(run.path, "attack_cost", card.cost, title="Attack cost")
-        write_table(run.path, "reference_curves", references, title="Reference curves")
+        write_table(run.path, "reference_curves", references, title="Reference curves (shipped pretrained models)")
         write_table(run.path, "robust_samples", card.samples, markdown=False)
-    update_leaderboard(Path(out) / "leaderboard" / f"{_slug(card.dataset)}.csv", card, run.final_path)
+    if card.off_leaderboard is None:
+        update_leaderboard(board, card, run.final_path)
+    else:
+        warnings.warn(RobustcnnWarning(f"{card.model} is not on the leaderboard ({card.off_leaderboard}); its "
+                                       f"scorecard is in {run.final_path}"), stacklevel=2)
     return run.final_path
-
-
-def _slug(dataset: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in dataset.split("/")[-1] if c)
-
-
-def leaderboard_row(card: Scorecard, run_dir: Path) -> dict[str, Any]:
-    worst = card.robust[card.robust["attack"] == "worst_case"] if "worst_case" in set(card.robust["attack"]) \
-        else card.robust[card.robust["attack"] == card.robust["attack"].iloc[0]]
-    row = {"model": card.model, "weights_hash": card.weights_hash, "dataset": card.dataset,
-           "parameters": card.parameters, "n": card.n, "clean_accuracy": card.clean_accuracy}
-    row.update({f"robust@{e:.4g}": a for e, a in zip(worst["epsilon"], worst["robust_accuracy"])})
-    row["run_dir"] = str(run_dir)
-    return row
-
-
-def update_leaderboard(path: Path, card: Scorecard, run_dir: Path) -> pd.DataFrame:
-    """One row per model: a rerun of the same weights (same hash) replaces its row."""
-    from robustcnn.results import atomic_write_text
-
-    board = pd.read_csv(path) if path.exists() else pd.DataFrame()
-    if len(board):
-        board = board[board["weights_hash"] != card.weights_hash]
-    board = pd.concat([board, pd.DataFrame([leaderboard_row(card, run_dir)])], ignore_index=True)
-    board = board.sort_values("clean_accuracy", ascending=False, kind="stable")
-    atomic_write_text(path, board.to_csv(index=False))
-    return board
-
-
-def reference_curves(out: Path, card: Scorecard) -> pd.DataFrame:
-    """Worst-case curves on the same dataset to draw beside the scorecard: the leaderboard's other models and
-    the zoo models of committed adversarial studies under `out`."""
-    import json
-
-    rows = []
-    board = out / "leaderboard" / f"{_slug(card.dataset)}.csv"
-    if board.exists():
-        frame = pd.read_csv(board)
-        frame = frame[frame["weights_hash"] != card.weights_hash]
-        for _, r in frame.iterrows():
-            for col in [c for c in frame.columns if c.startswith("robust@")]:
-                if not pd.isna(r[col]):
-                    rows.append({"source": "leaderboard", "model": r["model"], "epsilon": float(col[len("robust@"):]),
-                                 "robust_accuracy": float(r[col])})
-    for table in sorted(out.glob("adversarial/*/tables/robust_accuracy.csv")):
-        manifest = table.parent.parent / "manifest.json"
-        if not manifest.exists():
-            continue
-        dataset = json.loads(manifest.read_text()).get("config", {}).get("data", {}).get("dataset", "")
-        if dataset.split("/")[-1] != card.dataset.split("/")[-1]:
-            continue
-        df = pd.read_csv(table)
-        for _, r in df[df["attack"] == "worst_case"].iterrows():
-            rows.append({"source": f"zoo ({table.parent.parent.name})", "model": r["model"],
-                         "epsilon": float(r["epsilon"]), "robust_accuracy": float(r["robust_accuracy"])})
-    return pd.DataFrame(rows, columns=["source", "model", "epsilon", "robust_accuracy"])

@@ -1,8 +1,14 @@
-"""The `robustcnn` command: a thin layer over the Python API (every command has a Python twin)."""
+"""The `robustcnn` command: a thin layer over the Python API (every command has a Python twin).
+
+Only typer and our errors are imported here: each command imports what it needs when it runs, so
+`robustcnn --help` does not pay for torch. Every failure passes one boundary (`OneLineErrors.main`) that prints
+one line and picks the exit code: 2 for a usage error, 128 + the signal's number for SIGINT/SIGTERM.
+"""
 from __future__ import annotations
 
 import signal
 import sys
+import threading
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -10,14 +16,71 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from robustcnn.errors import UsageError
+from robustcnn.errors import Interrupted, RobustcnnWarning, UsageError, first_line
 
 # typer >= 0.20 vendors click; its public BadParameter leads to whichever ClickException it raises.
 ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+PREFIX = "robustcnn: error: "
 
 
-def _terminate(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+def _interrupt(signum: int, frame: Any) -> None:
+    # not KeyboardInterrupt: typer turns that into a silent exit 130, even for SIGTERM
+    raise Interrupted(signum)
+
+
+def _install_signal_handlers() -> dict[int, Any]:
+    """SIGINT and SIGTERM raise Interrupted, so `with RunFolder(...)` removes the staging folder on the way out;
+    returns the previous handlers (only the main thread may set them)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+
+
+def error_line(err: BaseException) -> tuple[str, int]:
+    """(the one line to print, the exit code) for any exception; never raises, whatever the exception holds."""
+    try:
+        if isinstance(err, Interrupted):
+            name = signal.Signals(err.signum).name
+            return f"robustcnn: interrupted ({name}); the unfinished run folder was removed", 128 + err.signum
+        if isinstance(err, KeyboardInterrupt):
+            return "robustcnn: interrupted; the unfinished run folder was removed", 130
+        if isinstance(err, ClickException):
+            ctx = getattr(err, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            return f"{PREFIX}{_flat(err.format_message())}{hint}", int(getattr(err, "exit_code", 2))
+        if isinstance(err, UsageError):
+            return f"{PREFIX}{_flat(str(err)) or 'invalid input'}", 2
+        if isinstance(err, OSError):  # the environment refused (disk full, permissions): say what, not where
+            where = f": {err.filename}" if getattr(err, "filename", None) else ""
+            return f"{PREFIX}{err.strerror or first_line(err)}{where}", 2
+        if isinstance(err, MemoryError):
+            return f"{PREFIX}out of memory; use a smaller batch size, subset or model", 1
+    except Exception:  # a broken __str__ or an odd attribute must not hide the original error
+        pass
+    return f"{PREFIX}internal error ({_flat(first_line(err))}); please report it with the command line", 1
+
+
+def _flat(text: str) -> str:
+    """One line: the first non-empty line of a message."""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
+def _one_line_warnings() -> Any:
+    """Our own warnings (a store record recomputed, a cache entry rebuilt) print as one line; returns the
+    previous warnings.showwarning to restore."""
+    import warnings
+
+    previous = warnings.showwarning
+
+    def show(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        if issubclass(category, RobustcnnWarning):
+            typer.echo(f"robustcnn: warning: {_flat(str(message))}", err=True)
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    return previous
 
 
 class OneLineErrors(TyperGroup):
@@ -25,23 +88,49 @@ class OneLineErrors(TyperGroup):
 
     def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None, standalone_mode: bool = True,
              **extra: Any) -> Any:
-        signal.signal(signal.SIGTERM, _terminate)  # a killed run cleans up its staging folder, as on Ctrl-C
+        import warnings
+
+        previous, show_warning = _install_signal_handlers(), _one_line_warnings()
         try:
             rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra)
-        except ClickException as err:
-            ctx = getattr(err, "ctx", None)
-            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-            typer.echo(f"robustcnn: error: {err.format_message()}{hint}", err=True)
-            sys.exit(err.exit_code)
-        except UsageError as err:
-            typer.echo(f"robustcnn: error: {err}", err=True)
-            sys.exit(2)
-        except (typer.Abort, KeyboardInterrupt):
-            typer.echo("robustcnn: interrupted; the unfinished run folder was removed", err=True)
-            sys.exit(130)
+        except typer.Exit as done:
+            rv = done.exit_code
+        except typer.Abort:
+            typer.echo("robustcnn: aborted", err=True)
+            rv = 1
+        except BaseException as err:  # noqa: BLE001 - the one boundary: everything becomes one line
+            if isinstance(err, SystemExit):
+                raise
+            line, rv = error_line(err)
+            if rv == 1 and not isinstance(err, MemoryError):  # a bug, not bad input: keep the trace for a report
+                import traceback
+
+                traceback.print_exception(err, file=sys.stderr)
+            typer.echo(line, err=True)
+        finally:
+            warnings.showwarning = show_warning
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        if standalone_mode and rv in (130, 143) and sys.stdout is sys.__stdout__:  # a real interrupt, not a test
+            _exit_now(rv)
         if standalone_mode:
             sys.exit(rv if isinstance(rv, int) else 0)
         return rv
+
+
+def _exit_now(code: int) -> None:
+    """After an interrupt (the run folder already removed, workers stopped): run the atexit handlers (Ray,
+    logging, multiprocessing) but skip the interpreter's teardown of torch, which alone can take seconds."""
+    import atexit
+    import os
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, add_completion=False, rich_markup_mode=None,
@@ -55,6 +144,7 @@ class StudyKind(str, Enum):
     GENERALIZATION = "generalization"
     MEMORIZATION = "memorization"
     DOUBLE_DESCENT = "double-descent"
+    INVARIANCE = "invariance"
 
 
 class OptimizerChoice(str, Enum):
@@ -63,15 +153,42 @@ class OptimizerChoice(str, Enum):
     ADADELTA = "adadelta"
 
 
+class DeviceKind(str, Enum):
+    """Checked by the CLI before any work; cuda:N is checked against the GPUs present when it runs."""
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+def _device(value: str | None) -> str | None:
+    if value is None:
+        return None
+    kind, _, index = value.partition(":")
+    if kind not in {d.value for d in DeviceKind} or (index and (kind != "cuda" or not index.isdigit())):
+        raise typer.BadParameter(f"'{value}' is not a device robustcnn runs on; use auto, cpu, cuda or cuda:N")
+    return value
+
+
+SEED_MAX = 2**63 - 1
 OUT = typer.Option(Path("results"), "--out", help="Folder for run folders (<out>/<kind>/<run-id>/).")
-DEVICE = typer.Option(None, "--device", help="auto (CUDA when present), cpu, cuda, cuda:N.")
-SEED = typer.Option(None, "--seed", help="Seed for data subsets, init, shuffling and attacks.")
+DEVICE = typer.Option(None, "--device", callback=_device, help="auto (CUDA when present), cpu, cuda, cuda:N.")
+SEED = typer.Option(None, "--seed", min=0, max=SEED_MAX, help="Seed for data subsets, init, shuffling and attacks.")
 DATA_ROOT = typer.Option(None, "--data-root", help="Folder with datasets (else $ROBUSTCNN_DATA, else the cache).")
 SET = typer.Option([], "--set", "-s", help="Override any config value: -s train.epochs=3 (TOML values).")
+THREADS = typer.Option(None, "--threads", min=1, help="CPU threads for torch (else $ROBUSTCNN_THREADS, else "
+                       "$OMP_NUM_THREADS, else 1: measured fastest on shared machines, benchmarks/thread_policy.py).")
+
+
+def _threads(threads: int | None) -> None:
+    """Apply the thread policy before any torch work (robustcnn.devices); the manifest records the count."""
+    from robustcnn.devices import apply_threads, resolve_threads
+
+    apply_threads(resolve_threads(threads))
 
 
 def _overrides(pairs: dict[str, Any], extra: list[str]) -> list[str]:
-    """Flags that were given -> dotted overrides, followed by the user's own -s overrides (which win)."""
+    """Flags the user gave (None = not given) -> dotted overrides, then the user's own -s overrides (which win).
+    A flag left at None never overrides, so a --config file's values stand unless the user passes a flag."""
     import json
 
     out = []
@@ -84,10 +201,17 @@ def _overrides(pairs: dict[str, Any], extra: list[str]) -> list[str]:
     return out + list(extra)
 
 
+def _writable(out: Path) -> None:
+    from robustcnn.results import check_writable
+
+    check_writable(out)
+
+
 @app.command()
 def train(
-    model: str = typer.Option("lenet5", "--model", "-m", help="A registered model (see `robustcnn models`)."),
-    dataset: str = typer.Option("digits", "--dataset", "-d", help="digits, mnist, fashion-mnist, cifar10, imagefolder:<path>."),
+    model: str = typer.Option(None, "--model", "-m", help="A registered model (see `robustcnn models`); default lenet5."),
+    dataset: str = typer.Option(None, "--dataset", "-d",
+                                help="digits (default), mnist, fashion-mnist, cifar10, imagefolder:<path>."),
     epochs: int = typer.Option(None, "--epochs", min=1),
     batch_size: int = typer.Option(None, "--batch-size", min=1),
     optimizer: OptimizerChoice = typer.Option(None, "--optimizer"),
@@ -97,18 +221,19 @@ def train(
     label_noise: float = typer.Option(None, "--label-noise", min=0.0, max=1.0, help="Fraction of labels flipped."),
     config: Path = typer.Option(None, "--config", help="A TOML file with the run's config."),
     data_root: Path = DATA_ROOT, seed: int = SEED, device: str = DEVICE, out: Path = OUT, overrides: list[str] = SET,
+    threads: int = THREADS,
 ) -> None:
     """Train one model and write a run folder with its history table and overfitting curve."""
+    _threads(threads)
     from robustcnn.config import load_config
     from robustcnn.experiments.training import TrainRunConfig, run_train
 
     flags = {"model.name": model, "data.dataset": dataset, "model.train.epochs": epochs,
              "model.train.batch_size": batch_size, "model.train.optimizer": optimizer, "model.train.lr": lr,
              "data.data_root": data_root, "data.train_subset": train_subset, "data.label_noise": label_noise,
-             "seed": seed, "device": device}
-    if width is not None:
-        flags["model.kwargs.width"] = width
+             "seed": seed, "device": device, "model.kwargs.width": width}
     cfg = load_config(TrainRunConfig, config, _overrides(flags, overrides))
+    _writable(out)
     path = run_train(cfg, out)
     typer.echo(f"wrote {path}")
 
@@ -122,8 +247,10 @@ def study(
     address: str = typer.Option(None, "--address", help="Sweeps: a Ray cluster address."),
     workers: int = typer.Option(None, "--workers", min=1, help="Sweeps: local worker processes."),
     data_root: Path = DATA_ROOT, seed: int = SEED, device: str = DEVICE, out: Path = OUT, overrides: list[str] = SET,
+    threads: int = THREADS,
 ) -> None:
     """Run a study and write its tables, figures and report.md (sweeps resume from finished points)."""
+    _threads(threads)
     from robustcnn.config import load_config
 
     flags = {"data.dataset": dataset, "data.data_root": data_root, "device": device}
@@ -131,7 +258,14 @@ def study(
         from robustcnn.experiments.adversarial import AdversarialStudyConfig, run_adversarial_study
 
         cfg = load_config(AdversarialStudyConfig, config, _overrides({**flags, "seed": seed}, overrides))
+        _writable(out)
         path = run_adversarial_study(cfg, out)
+    elif kind == StudyKind.INVARIANCE:
+        from robustcnn.experiments.invariance import InvarianceStudyConfig, run_invariance_study
+
+        cfg = load_config(InvarianceStudyConfig, config, _overrides({**flags, "seed": seed}, overrides))
+        _writable(out)
+        path = run_invariance_study(cfg, out)
     else:
         from robustcnn.experiments.generalization import SweepStudy, SweepStudyConfig, default_config, run_sweep_study
 
@@ -144,6 +278,7 @@ def study(
         cfg = load_config(SweepStudyConfig, config, _overrides(flags, overrides), base=base)
         if cfg.study != study:
             raise UsageError(f"config {config} is for study '{cfg.study.value}', not '{study.value}'")
+        _writable(out)
         path = run_sweep_study(cfg, out)
     typer.echo(f"wrote {path}\nreport: {path / 'report.md'}")
 
@@ -162,8 +297,12 @@ def benchmark(
     model: str = typer.Argument(..., help="file.py:factory, package.module:factory, a zoo name, TorchScript or .pt2."),
     dataset: str = typer.Option("mnist", "--dataset", "-d"),
     weights: Path = typer.Option(None, "--weights", help="A state_dict (read with weights_only=True)."),
+    pretrained: str = typer.Option(None, "--pretrained", help="A zoo name's shipped weights by tag, e.g. mnist."),
+    untrained: bool = typer.Option(False, "--untrained", help="Score a zoo name's random initialisation on purpose."),
     model_arg: list[str] = typer.Option([], "--model-arg", help="key=value passed to the factory (TOML values)."),
-    attacks: str = typer.Option("fgsm,pgd", "--attacks", help="Comma-separated attack names."),
+    suite: str = typer.Option("standard", "--suite", help="Attack suite: quick (FGSM + PGD-40), standard "
+                              "(AutoAttack, as RobustBench), full (standard + PGD + DeepFool)."),
+    attacks: str = typer.Option(None, "--attacks", help="Comma-separated attack names (overrides --suite)."),
     eps: str = typer.Option(None, "--eps", help="Comma-separated epsilons in [0,1] (default by dataset)."),
     n_examples: int = typer.Option(1000, "--n-examples", min=1, help="The first N test examples, in order."),
     attack_seeds: int = typer.Option(1, "--attack-seeds", min=1, help="Repeat random attacks over seeds."),
@@ -171,31 +310,45 @@ def benchmark(
     std: str = typer.Option(None, "--std", help="Per-channel std the model expects."),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow files that need pickled code (runs it)."),
     image_size: int = typer.Option(None, "--image-size", min=4, help="Resize the dataset's images to this size."),
-    data_root: Path = DATA_ROOT, device: str = DEVICE, out: Path = OUT,
+    data_root: Path = DATA_ROOT, device: str = DEVICE, out: Path = OUT, threads: int = THREADS,
 ) -> None:
     """Scorecard for a model you bring: pre-flight checks, robust accuracy with intervals, lint, leaderboard."""
-    from robustcnn.benchmark import benchmark as run_benchmark
-    from robustcnn.benchmark import write_benchmark
+    _threads(threads)
     from robustcnn.config import parse_override
-    from robustcnn.train import resolve_device
 
     kwargs = {}
     for pair in model_arg:
         keys, value = parse_override(pair)
         kwargs[".".join(keys)] = value
-    config = {"model": model, "dataset": dataset, "weights": str(weights) if weights else None, "model_args": kwargs,
-              "attacks": attacks.split(","), "eps": _floats(eps, "--eps"), "n_examples": n_examples,
+    from robustcnn.suites import resolve_suite
+
+    resolve_suite(suite)  # an unknown suite: one line, before any work
+    names = None if attacks is None else [a.strip() for a in attacks.split(",") if a.strip()]
+    if names is not None and not names:
+        raise UsageError(f"--attacks '{attacks}' names no attack; see `robustcnn attacks`")
+    _writable(out)  # before any attack: a bad --out must not cost the whole benchmark
+    from robustcnn.benchmark import benchmark as run_benchmark
+    from robustcnn.benchmark import write_benchmark
+    from robustcnn.train import resolve_device
+
+    config = {"model": model, "dataset": dataset, "weights": str(weights) if weights else None,
+              "pretrained": pretrained, "untrained": untrained, "model_args": kwargs,
+              "suite": suite if names is None else "+".join(names), "attacks": names,
+              "eps": _floats(eps, "--eps"), "n_examples": n_examples,
               "attack_seeds": attack_seeds, "mean": _floats(mean, "--mean"), "std": _floats(std, "--std"),
               "trust_pickle": trust_pickle, "image_size": image_size}
     dev = str(resolve_device(device or "auto"))
-    card = run_benchmark(model, dataset=dataset, weights=weights, model_args=kwargs,
-                         attacks=[a.strip() for a in attacks.split(",") if a.strip()], epsilons=config["eps"],
-                         n_examples=n_examples, attack_seeds=attack_seeds, mean=config["mean"], std=config["std"],
-                         trust_pickle=trust_pickle, data_root=data_root, image_size=image_size, device=dev)
+    card = run_benchmark(model, dataset=dataset, weights=weights, model_args=kwargs, attacks=names,
+                         epsilons=config["eps"], n_examples=n_examples, attack_seeds=attack_seeds, mean=config["mean"],
+                         std=config["std"], trust_pickle=trust_pickle, data_root=data_root, image_size=image_size,
+                         device=dev, pretrained=pretrained, untrained=untrained, suite=suite)
     path = write_benchmark(card, out, config=config, device=dev)
     worst = card.robust[card.robust["attack"] == "worst_case"]
+    if worst.empty:  # one attack (e.g. the standard suite's autoattack): it is the worst case
+        worst = card.robust[card.robust["attack"] == card.robust["attack"].iloc[0]]
     curve = ", ".join(f"{e:g}: {a:.3f}" for e, a in zip(worst["epsilon"], worst["robust_accuracy"]))
-    typer.echo(f"{card.model} on {card.dataset}: clean {card.clean_accuracy:.4f}; worst case {curve}")
+    typer.echo(f"{card.model} on {card.dataset}: clean {card.clean_accuracy:.4f}; worst case {curve} "
+               f"(suite {card.suite})")
     typer.echo(f"wrote {path}\nreport: {path / 'report.md'}")
 
 
@@ -229,5 +382,3 @@ def attacks() -> None:
 
     for r in describe_attacks():
         typer.echo(f"{r['name']:<9} {r['threat_model']:<5} {r['description']}\n{'':<16}defaults: {r['defaults']}")
-
-

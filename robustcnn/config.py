@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 import types
 import typing
@@ -77,13 +78,13 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
             raise UsageError(f"config '{where}' must be a table, got {value!r}")
         return dict(value)
     if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:  # NaN != NaN
             raise UsageError(f"config '{where}' must be a number, got {value!r}")
         return float(value)
     if hint is int:
         if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
             raise UsageError(f"config '{where}' must be an integer, got {value!r}")
-        return int(value)
+        return _int_in_range(int(value), where)
     if hint is bool:
         if not isinstance(value, bool):
             raise UsageError(f"config '{where}' must be true or false, got {value!r}")
@@ -95,12 +96,28 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
     return value
 
 
+INT64 = 2**63
+SEED_KEY = re.compile(r"(.*\.)?seeds?(\[\d+\])?")
+
+
+def _int_in_range(value: int, where: str) -> int:
+    """Integers are 64-bit (as TOML's are, and torch's); seeds are also non-negative (torch.manual_seed)."""
+    low = 0 if SEED_KEY.fullmatch(where) else -INT64
+    if not low <= value < INT64:
+        raise UsageError(f"config '{where}' = {value} is out of range; use an integer in [{low}, 2**63)")
+    return value
+
+
 def read_toml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"config file {path} does not exist; see the studies/ folder for examples")
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise UsageError(f"config file {path} is not UTF-8 text (byte {err.start}); save it as UTF-8") from err
+    except OSError as err:
+        raise UsageError(f"cannot read config file {path} ({err.strerror})") from err
     except tomllib.TOMLDecodeError as err:
         raise UsageError(f"config file {path} is not valid TOML ({err})") from err
 
@@ -125,17 +142,23 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     for text in overrides:
         path, value = parse_override(text)
         node: Any = data
-        for part in path[:-1]:
+        for depth, part in enumerate(path[:-1]):
             if isinstance(node, list):
                 node = node[_index(part, node, text)]
-            else:
+            elif isinstance(node, dict):
                 if node.get(part) is None:  # e.g. an unset optional table such as train.adversarial
                     node[part] = {}
                 node = node[part]
+            else:
+                raise UsageError(f"override '{text}': '{'.'.join(path[:depth])}' is a value ({node!r}), not a table, "
+                                 "so it has no keys to set")
         if isinstance(node, list):
             node[_index(path[-1], node, text)] = value
-        else:
+        elif isinstance(node, dict):
             node[path[-1]] = value
+        else:
+            raise UsageError(f"override '{text}': '{'.'.join(path[:-1])}' is a value ({node!r}), not a table, so it "
+                             "has no keys to set")
     return data
 
 

@@ -1,4 +1,5 @@
-"""Datasets by name -> tensors in [0,1] on the device, plus subsets, label noise and batch-wise augmentation.
+"""Datasets by name -> tensors in [0,1] on the device, plus subsets, label noise, corruptions, a validation
+split and batch-wise augmentation.
 
 Every loader ends in the same `DataBundle`: float32 images (N, C, H, W) in [0,1] and int64 labels, decoded once.
 Normalization is NOT applied here: it lives inside the model, so attacks always see [0,1] pixels.
@@ -8,7 +9,6 @@ did not create is only read, never written: archives are decompressed into the c
 """
 from __future__ import annotations
 
-import gzip
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -19,8 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from robustcnn.errors import UsageError, check_choice
-from robustcnn.results import atomic_write_bytes
+from robustcnn.datafiles import drop_bad_idx_entries, fill_idx_cache
+from robustcnn.errors import UsageError, check_choice, first_line
 
 
 class Corruption(str, Enum):
@@ -84,6 +84,12 @@ class DataBundle:
         std = self.x_train.std(dim=(0, 2, 3)).clamp_min(1e-3)
         return mean.tolist(), std.tolist()
 
+    def __repr__(self) -> str:
+        # shapes, not tensors: the dataclass's default repr would print every pixel
+        noisy = f", {len(self.noisy_indices)} noisy labels" if len(self.noisy_indices) else ""
+        return (f"DataBundle({self.name!r}, train {tuple(self.x_train.shape)}, test {tuple(self.x_test.shape)}, "
+                f"{self.num_classes} classes{noisy}, {self.x_train.dtype}, device={self.x_train.device})")
+
     def to(self, device: torch.device | str) -> DataBundle:
         moved = {k: getattr(self, k).to(device) for k in ("x_train", "y_train", "x_test", "y_test")}
         return DataBundle(self.name, **moved, class_names=self.class_names, noisy_indices=self.noisy_indices,
@@ -144,19 +150,34 @@ def load_dataset(
         bundle.x_train, bundle.x_test = resize(bundle.x_train, image_size), resize(bundle.x_test, image_size)
     corruption = Corruption(corruption)
     if corruption != Corruption.NONE:
-        bundle.x_train, bundle.x_test = (corrupt(x, corruption, seed) for x in (bundle.x_train, bundle.x_test))
+        bundle.x_train, bundle.x_test = corrupt_splits(bundle.x_train, bundle.x_test, corruption, seed)
     return bundle.to(device)
 
 
-def corrupt(x: torch.Tensor, corruption: Corruption, seed: int) -> torch.Tensor:
-    """Shuffled pixels (the same permutation for every image, so train and test agree) or Gaussian noise."""
+def corrupt_splits(x_train: torch.Tensor, x_test: torch.Tensor, corruption: Corruption | str,
+                   seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Corrupt both splits from ONE random stream, so no test image repeats a training image.
+
+    Shuffled pixels: one permutation of pixel positions, drawn once and applied to every image of both splits
+    (the test asks whether a fixed, learnable scrambling of the input still generalizes).
+    Random pixels: Gaussian noise with the training images' mean and std, the training images drawn first and
+    the test images next from the same generator (two generators seeded alike would repeat the noise).
+    """
+    corruption = Corruption(corruption)
     g = torch.Generator().manual_seed(seed + 104729)
     if corruption == Corruption.SHUFFLED_PIXELS:
-        n, c, h, w = x.shape
-        perm = torch.randperm(h * w, generator=g)
-        return x.flatten(2)[:, :, perm].view(n, c, h, w)
-    noise = torch.randn(x.shape, generator=g) * x.std() + x.mean()
-    return noise.clamp_(0, 1)
+        perm = torch.randperm(x_train.shape[-2] * x_train.shape[-1], generator=g)
+        return tuple(x.flatten(2)[:, :, perm].view(x.shape) for x in (x_train, x_test))  # type: ignore[return-value]
+    if corruption == Corruption.NONE:
+        return x_train, x_test
+    mean, std = x_train.mean(), x_train.std()
+    return tuple((torch.randn(x.shape, generator=g) * std + mean).clamp_(0, 1)  # type: ignore[return-value]
+                 for x in (x_train, x_test))
+
+
+def corrupt(x: torch.Tensor, corruption: Corruption | str, seed: int) -> torch.Tensor:
+    """One tensor corrupted as the training split of `corrupt_splits` would be (never call it once per split)."""
+    return corrupt_splits(x, x[:0], corruption, seed)[0]
 
 
 def apply_label_noise(y: torch.Tensor, fraction: float, num_classes: int, seed: int, *,
@@ -174,6 +195,35 @@ def apply_label_noise(y: torch.Tensor, fraction: float, num_classes: int, seed: 
         shift = torch.randint(1, num_classes, (n_flip,), generator=g)  # 1..C-1, so never the true label
         noisy[flipped] = (y[flipped] + shift) % num_classes
     return noisy, flipped
+
+
+def split_validation(y: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train indices, validation indices) carved from training labels `y`, stratified and fixed by `seed`.
+
+    Each class present in `y` gives round(fraction * its count) examples to validation. The validation
+    indices come in a seeded random order (so "the first n validation examples" is a sample of every class,
+    even when the training set is sorted by class); the train indices are ascending.
+    """
+    if not 0 < fraction <= 0.5:
+        raise UsageError(f"val_fraction must be in (0, 0.5], got {fraction}")
+    g = torch.Generator().manual_seed(seed + 15485863)  # offset: independent of the subset and noise draws
+    y_cpu = y.cpu()
+    perm = torch.randperm(len(y_cpu), generator=g)
+    counts = torch.bincount(y_cpu, minlength=int(y_cpu.max()) + 1 if len(y_cpu) else 1)
+    take = torch.round(counts.double() * fraction).long()
+    short = ((counts > 0) & (take < 1)).nonzero().flatten().tolist()
+    if short:
+        raise UsageError(f"val_fraction {fraction} leaves no validation example for class(es) {short} "
+                         f"({counts[short[0]].item()} training examples in class {short[0]}); raise val_fraction "
+                         "or use more training data")
+    # rank of each shuffled example within its class: position in a stable class sort minus the class start
+    ys = y_cpu[perm]
+    order = torch.sort(ys, stable=True).indices
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.empty_like(perm)
+    rank[order] = torch.arange(len(ys)) - starts[ys[order]]
+    to_val = rank < take[ys]
+    return perm[~to_val].sort().values.to(y.device), perm[to_val].to(y.device)
 
 
 def resize(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -223,24 +273,18 @@ def _load_mnist_family(name: str, root: Path | None) -> DataBundle:
         if missing:
             raise UsageError(f"{name} not found: {src} lacks {', '.join(missing)}; put the original .gz files "
                              f"there (torchvision layout) or unset --data-root/ROBUSTCNN_DATA to download them")
-        for fn, md5 in cls.resources:
-            target = work_raw / fn[:-3]
-            if target.exists():
-                continue
-            if (src / fn).exists():
-                _verify(src / fn, md5)
-                try:
-                    with gzip.open(src / fn, "rb") as f:
-                        atomic_write_bytes(target, f.read())
-                except (OSError, EOFError) as err:
-                    raise UsageError(f"{src / fn} cannot be decompressed ({err}); replace it with the original") from err
-            else:
-                atomic_write_bytes(target, (src / fn[:-3]).read_bytes())
+        fill_idx_cache(name, src, work_raw, cls.resources)  # checked copies; a damaged cache entry is rebuilt
+    else:
+        drop_bad_idx_entries(work_raw, cls.resources)  # torchvision fetches a damaged entry again
     try:
         train, test = (cls(str(work), train=t, download=root is None) for t in (True, False))
     except Exception as err:  # network failure, or torchvision's own integrity check
-        raise UsageError(f"{name} is not in {work_raw} and could not be downloaded ({str(err).splitlines()[0]}); "
+        raise UsageError(f"{name} is not in {work_raw} and could not be downloaded ({first_line(err)}); "
                          f"put the original .gz files in <dir>/{folder}/raw and pass --data-root <dir>") from err
+    for split in (train, test):
+        if len(split.data) != len(split.targets):
+            raise UsageError(f"{name} in {src if root is not None else work_raw}: {len(split.data)} images but "
+                             f"{len(split.targets)} labels; replace the files with the originals")
     try:
         def as_float(t: torch.Tensor) -> torch.Tensor:
             return t.unsqueeze(1).float().div_(255)
@@ -292,59 +336,16 @@ def _load_imagefolder(path: str, root: Path | None) -> DataBundle:
         if not (base / split).is_dir():
             raise UsageError(f"imagefolder: {base / split} is not a folder; expected {base}/train/<class>/*.png "
                              f"and {base}/test/<class>/*.png")
-    x_train, y_train, classes = _decode_split(base / "train")
-    x_test, y_test, test_classes = _decode_split(base / "test")
+    from robustcnn.datafiles import decode_splits, list_split
+
+    (train_paths, y_train, classes), (test_paths, y_test, test_classes) = (list_split(base, s) for s in ("train", "test"))
     if test_classes != classes:
         raise UsageError(f"imagefolder: class folders differ between {base}/train {classes} and {base}/test {test_classes}")
-    if x_test.shape[1:] != x_train.shape[1:]:
-        x_test = resize(x_test, x_train.shape[-1])
+    if len(classes) < 2:
+        raise UsageError(f"imagefolder: {base}/train has a single class folder ({classes[0]}); a classifier needs "
+                         "at least two classes")
+    x_train, x_test = decode_splits(base, train_paths, test_paths, cache_dir() / "decoded")
     return DataBundle(f"{IMAGEFOLDER_PREFIX}{base}", x_train, y_train, x_test, y_test, classes, source=str(base))
-
-
-def _decode_split(folder: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Decode every image once and cache the uint8 tensor, keyed by the files' names, sizes and mtimes."""
-    from torchvision.datasets import ImageFolder
-
-    try:
-        listing = ImageFolder(str(folder))
-    except (FileNotFoundError, RuntimeError) as err:
-        raise UsageError(f"imagefolder: {folder}: {err}") from err
-    stats = [(p, os.stat(p)) for p, _ in listing.samples]
-    key = hashlib.sha1(repr([(str(folder.resolve()), p, s.st_size, s.st_mtime_ns) for p, s in stats]).encode())
-    cached = cache_dir() / "decoded" / f"{key.hexdigest()}.pt"
-    if cached.exists():
-        blob = torch.load(cached, weights_only=True)
-        return blob["x"].float().div_(255), blob["y"], listing.classes
-    x = _decode_images([p for p, _ in listing.samples])
-    y = torch.tensor(listing.targets, dtype=torch.long)
-    import io
-    buf = io.BytesIO()
-    torch.save({"x": x, "y": y}, buf)
-    atomic_write_bytes(cached, buf.getvalue())
-    return x.float().div_(255), y, listing.classes
-
-
-def _decode_images(paths: list[str]) -> torch.Tensor:
-    """Paths -> (N, C, H, W) uint8; all resized to the first image's size; greyscale only if all are."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from PIL import Image, UnidentifiedImageError
-
-    def read(p: str) -> Image.Image:
-        try:
-            with Image.open(p) as im:
-                im.load()
-                return im
-        except (UnidentifiedImageError, OSError) as err:
-            raise UsageError(f"imagefolder: cannot decode {p} ({err}); remove or replace the file") from err
-
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        images = list(pool.map(read, paths, chunksize=256))
-    mode = "L" if all(im.mode in ("L", "1", "I;16") for im in images) else "RGB"
-    size = images[0].size
-    arrays = [np.asarray((im if im.size == size else im.resize(size, Image.BILINEAR)).convert(mode)) for im in images]
-    stacked = torch.from_numpy(np.stack(arrays))
-    return stacked.unsqueeze(1) if mode == "L" else stacked.permute(0, 3, 1, 2).contiguous()
 
 
 # ---------------------------------------------------------------- batches and augmentation, all on tensors

@@ -12,6 +12,28 @@ class UsageError(ValueError):
     """A user-fixable problem: the message names what was wrong and what to do."""
 
 
+class RobustcnnWarning(UserWarning):
+    """Something was wrong but handled (a corrupt cache entry rebuilt, a store record recomputed)."""
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived (raised by the CLI's handler). A BaseException, like KeyboardInterrupt, so
+    `except Exception` does not swallow it; cleanup code (`with RunFolder`, the sweep executor) still runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by signal {signum}")
+        self.signum = signum
+
+
+def first_line(err: BaseException) -> str:
+    """'Type: first line of its message', also for exceptions with an empty or unprintable message."""
+    try:
+        text = str(err).strip()
+    except Exception:  # a __str__ that itself fails
+        text = ""
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+
 def close_match_hint(name: str, choices: Iterable[str]) -> str:
     """' (did you mean 'x'?)' when a close spelling exists, else an empty string."""
     choices = list(choices)

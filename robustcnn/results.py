@@ -1,14 +1,19 @@
 """Run folders: `<out>/<kind>/<run-id>/` with manifest.json, tables/, figures/, checkpoints/, data/, report.md.
 
-Every file is written atomically (temp file in the same folder, then os.replace), and a run is staged in a
-hidden `.<run-id>.partial` folder that is renamed only when the run finishes: an interrupted or failed run
-leaves no half-written file and no folder that looks finished.
+Every file is written atomically (a temp file in the same folder, fsynced, then os.replace; permissions from
+the umask, 0644 typically), and a run is staged in a hidden folder of its own (`.<run-id>-XXXX.partial`, from
+mkdtemp) that is renamed only when the run finishes: an interrupted or failed run leaves no half-written file,
+no folder that looks finished, and no empty `<kind>/` folder. Run ids carry a random suffix, so runs started in
+the same second in the same --out never share a folder. User-given names become file names only through
+`safe_name`, so nothing is written outside the run folder.
 """
 from __future__ import annotations
 
 import json
 import os
 import platform
+import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -21,24 +26,67 @@ from typing import Any
 
 import pandas as pd
 
-from robustcnn.errors import UsageError
+from robustcnn.errors import UsageError, first_line
 
 SUBDIRS = ("tables", "figures", "checkpoints", "data")
 
 
+def umask() -> int:
+    """The process's umask (read without changing it where /proc allows)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Write `data` to `path` so that readers see the old file or the whole new one, never a part."""
+    """Write `data` to `path` so that readers see the old file or the whole new one, never a part; the file is
+    on disk (fsynced) before it gets its name, and its mode follows the umask like any new file's."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        if hasattr(os, "fchmod"):  # mkstemp makes 0600 files
+            os.fchmod(fd, 0o666 & ~umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+_UNSAFE_CHARS = re.compile(r"[^\w.+=-]")  # \w: letters of any script, digits and '_'
+
+
+def safe_name(name: object, what: str = "name") -> str:
+    """A user-given name (model, variant, dataset, run id) as one file-name component.
+
+    Path syntax is refused (a separator, a NUL byte, a leading '.', as in '../x' or '/etc/x'); other characters
+    that are awkward in file names (spaces, ':', ...) become '_'."""
+    if not isinstance(name, str) or not name.strip():
+        raise UsageError(f"{what} must be a non-empty string, got {name!r}")
+    if "\x00" in name or "/" in name or "\\" in name or name.startswith(".") or len(name) > 120:
+        raise UsageError(f"{what} {name!r} cannot be used in a file name (no '/', '\\', NUL bytes or leading '.', "
+                         "at most 120 characters); use letters, digits, '-' and '_'")
+    return _UNSAFE_CHARS.sub("_", name)
+
+
+def inside(root: Path, path: Path) -> Path:
+    """`path`, after checking that it resolves inside `root` (a last guard for files of a run folder)."""
+    resolved, base = Path(path).resolve(), Path(root).resolve()
+    if resolved != base and base not in resolved.parents:
+        raise UsageError(f"refusing to write {path}: it is outside {root}")
+    return Path(path)
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
@@ -67,11 +115,16 @@ def write_json(path: Path, obj: Any) -> Path:
 
 
 def write_table(run_dir: Path, name: str, df: pd.DataFrame, *, title: str | None = None, markdown: bool = True) -> Path:
-    """tables/<name>.csv (full precision) and, unless markdown=False (per-sample tables), tables/<name>.md."""
+    """tables/<name>.csv (full precision) and, unless markdown=False (per-sample tables), tables/<name>.md and
+    tables/<name>.tex (booktabs, for papers; robustcnn.latex)."""
+    from robustcnn.latex import latex_table
+
     tables = Path(run_dir) / "tables"
-    csv_path = atomic_write_text(tables / f"{name}.csv", df.to_csv(index=False))
+    name = safe_name(name, "table name")
+    csv_path = atomic_write_text(inside(run_dir, tables / f"{name}.csv"), df.to_csv(index=False))
     if markdown:
         atomic_write_text(tables / f"{name}.md", (f"### {title}\n\n" if title else "") + markdown_table(df) + "\n")
+        atomic_write_text(tables / f"{name}.tex", latex_table(df, caption=title))
     return csv_path
 
 
@@ -122,8 +175,38 @@ def device_description(device: str) -> str:
     return f"{device} ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
+def torch_threads() -> int | None:
+    """torch's intra-op CPU thread count in effect (robustcnn.devices sets it); None if torch is not loaded."""
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else None
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def check_writable(out: str | Path) -> Path:
+    """Raise a UsageError unless run folders can be created under `out`; creates nothing that stays (the
+    nearest existing folder gets a probe file, removed at once), so a bad --out stops a run before any work."""
+    out = Path(out)
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"cannot write to the output folder {out} ({existing} is not a folder); pass a writable --out")
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".robustcnn-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise UsageError(f"cannot write to the output folder {out} ({err.strerror or first_line(err)}); pass a "
+                         "writable --out") from err
+    return out
+
+
+def new_run_id() -> str:
+    """Time-sortable and unique: two runs started in the same second get different ids."""
+    return f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
 
 
 class RunFolder:
@@ -140,46 +223,76 @@ class RunFolder:
         elapsed: seconds of the run's work done before the folder was opened (counted in wall_seconds)."""
         self.elapsed = elapsed
         self.kind, self.config, self.seed, self.device, self.on_finish = kind, config, seed, device, on_finish
-        self.run_id = run_id or datetime.now().strftime("%Y%m%d-%H%M%S")
-        parent = Path(out) / kind
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-            probe = tempfile.NamedTemporaryFile(dir=parent, prefix=".probe-", delete=True)
-            probe.close()
-        except OSError as err:
-            raise UsageError(f"cannot write to the output folder {parent} ({err.strerror}); pass a writable --out") from err
-        final = parent / self.run_id
-        suffix = 1
-        while final.exists():  # two runs in the same second get distinct folders
-            suffix += 1
-            final = parent / f"{self.run_id}-{suffix}"
-        self.final_path = final
-        self.path = parent / f".{final.name}.partial"
+        self.run_id = safe_name(run_id, "run id") if run_id is not None else new_run_id()
+        self.out = check_writable(out)
+        self.parent = self.out / safe_name(kind, "run kind")
+        self.final_path = self.parent / self.run_id
+        self.path = self.final_path  # the staging folder once entered
         self.extra: dict[str, Any] = {}
+        self._created: list[Path] = []
 
     def __enter__(self) -> RunFolder:
-        shutil.rmtree(self.path, ignore_errors=True)
+        for attempt in range(3):  # a failing run beside us may remove an empty <kind>/ between our two calls
+            try:
+                self._created = _make_dirs(self.parent)
+                self.path = Path(tempfile.mkdtemp(dir=self.parent, prefix=f".{self.run_id}-", suffix=".partial"))
+                break
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
+            except OSError as err:
+                self._discard()
+                raise UsageError(f"cannot create a run folder in {self.parent} ({err.strerror or first_line(err)}); "
+                                 "pass a writable --out") from err
+        os.chmod(self.path, 0o777 & ~umask())  # mkdtemp makes it 0700; the finished run is shared like any folder
         for sub in SUBDIRS:
-            (self.path / sub).mkdir(parents=True)
+            (self.path / sub).mkdir()
         self._start, self._t0 = _now(), time.perf_counter()
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is not None:
-            shutil.rmtree(self.path, ignore_errors=True)
+            self._discard()
             return
-        for sub in SUBDIRS:  # empty subfolders are noise in a committed reference run
-            if not any((self.path / sub).iterdir()):
-                (self.path / sub).rmdir()
-        self.write_manifest()
         try:
+            for sub in SUBDIRS:  # empty subfolders are noise in a committed reference run
+                if not any((self.path / sub).iterdir()):
+                    (self.path / sub).rmdir()
+            self.write_manifest()
             if self.on_finish is not None:
                 self.on_finish(self.path)
+            for folder in [self.path, *(p for p in self.path.rglob("*") if p.is_dir())]:
+                _fsync_dir(folder)  # the files' names are durable too, before the run gets its final name
+            self._publish()
         except BaseException:
-            shutil.rmtree(self.path, ignore_errors=True)
+            self._discard()
             raise
-        os.replace(self.path, self.final_path)
         self.path = self.final_path
+
+    def _publish(self) -> None:
+        """Rename the staging folder to its final name. rename() never replaces a non-empty folder, and the
+        random id makes even an empty one at that name all but impossible; if it exists, take a new id."""
+        while self.final_path.exists():
+            self.run_id = new_run_id()
+            self.final_path = self.parent / self.run_id
+            self._rewrite_manifest_id()
+        os.rename(self.path, self.final_path)
+        _fsync_dir(self.parent)
+
+    def _rewrite_manifest_id(self) -> None:
+        manifest = json.loads((self.path / "manifest.json").read_text())
+        manifest.update(run_id=self.run_id, run_dir=str(self.final_path))
+        write_json(self.path / "manifest.json", manifest)
+
+    def _discard(self) -> None:
+        """Remove the staging folder and any folder this run created that is now empty."""
+        shutil.rmtree(self.path, ignore_errors=True)
+        for folder in reversed(self._created):
+            try:
+                folder.rmdir()  # only succeeds when empty: another run's files are never touched
+            except OSError:
+                break
+
 
     def write_manifest(self) -> None:
         files = run_files(self.path)
@@ -192,6 +305,7 @@ class RunFolder:
             "versions": versions(),
             "git_commit": git_commit(),
             "device": device_description(self.device),
+            "threads": torch_threads(),
             "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
             "start": self._start,
             "end": _now(),
@@ -202,13 +316,52 @@ class RunFolder:
         write_json(self.path / "manifest.json", manifest)
 
 
+def _make_dirs(folder: Path) -> list[Path]:
+    """mkdir -p that returns the folders it created, outermost first."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        try:
+            path.mkdir()
+        except FileExistsError:
+            pass
+    return list(reversed(missing))
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a folder's entries (new names, renames) durable; not every platform can open a folder."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
 def run_files(run_dir: Path) -> list[str]:
     """Every file of a run folder except the manifest, relative and sorted (the manifest's `files`)."""
     return sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file() and p.name != "manifest.json")
 
 
+MANIFEST_KEYS = ("kind", "run_id", "config", "versions", "device")
+
+
 def read_manifest(run_dir: str | Path) -> dict[str, Any]:
+    """The manifest of a run folder; a missing, unreadable or incomplete one is a UsageError."""
     path = Path(run_dir) / "manifest.json"
-    if not path.exists():
+    if not path.is_file():
         raise UsageError(f"{run_dir} is not a run folder (no manifest.json); pass a folder such as results/train/<run-id>")
-    return json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise UsageError(f"{path} is corrupt ({first_line(err)}); restore it from a copy or rerun the study") from err
+    missing = [k for k in MANIFEST_KEYS if not isinstance(manifest, dict) or k not in manifest]
+    if missing:
+        raise UsageError(f"{path} lacks {', '.join(repr(k) for k in missing)}; it is not a robustcnn manifest "
+                         "(restore it from a copy or rerun the study)")
+    return manifest

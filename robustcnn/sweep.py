@@ -12,13 +12,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from robustcnn.errors import UsageError
+from robustcnn.errors import RobustcnnWarning, UsageError, first_line
 from robustcnn.results import atomic_write_text, to_jsonable
 
 
@@ -27,9 +29,15 @@ class Executor(str, Enum):
     RAY = "ray"
 
 
+# Bump when a change to the code alters what a point computes (training, metrics, record layout): every
+# point then gets a new id, so stored points from older code are recomputed instead of silently reused.
+SCHEMA_VERSION = 2
+
+
 def point_id(point: dict[str, Any]) -> str:
-    """A stable name for a point: sha1 of its canonical JSON (sorted keys)."""
-    canonical = json.dumps(to_jsonable(point), sort_keys=True, separators=(",", ":"))
+    """A stable name for a point: sha1 of its canonical JSON (sorted keys) and the schema version."""
+    canonical = json.dumps({"schema": SCHEMA_VERSION, "point": to_jsonable(point)}, sort_keys=True,
+                           separators=(",", ":"))
     return hashlib.sha1(canonical.encode()).hexdigest()[:16]
 
 
@@ -43,8 +51,20 @@ class SweepStore:
         return self.directory / f"{pid}.json"
 
     def get(self, pid: str) -> dict[str, Any] | None:
+        """The stored record, or None when there is none or it is unreadable (empty, truncated, not a record):
+        such a point is computed again, with a warning, and its record replaced."""
         path = self.path(pid)
-        return json.loads(path.read_text()) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(record, dict):
+                raise ValueError(f"a JSON {type(record).__name__}, not an object")
+        except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            warnings.warn(f"sweep store record {path} is unreadable ({first_line(err)}); recomputing that point",
+                          RobustcnnWarning, stacklevel=2)
+            return None
+        return record
 
     def put(self, pid: str, record: dict[str, Any]) -> None:
         atomic_write_text(self.path(pid), json.dumps(to_jsonable(record)) + "\n")
@@ -84,16 +104,46 @@ def run_sweep(points: Sequence[dict[str, Any]], fn: Callable[[dict[str, Any]], d
     if executor == Executor.RAY:
         _run_ray(todo, fn, finish, address)
     elif workers > 1 and len(todo) > 1:
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = {pool.submit(_timed, fn, p): pid for pid, p in todo}
-            for future in as_completed(futures):
-                finish(futures[future], future.result())
+        _run_processes(todo, fn, finish, workers)
     else:
         for pid, p in todo:
             finish(pid, _timed(fn, p))
     return [records[pid] for pid in ids]
+
+
+def _worker_init() -> None:
+    """Ctrl-C reaches the whole process group: only the parent acts on it (it stops the workers); SIGTERM
+    from the parent ends a worker at once."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _run_processes(todo: list[tuple[str, dict[str, Any]]], fn: Callable, finish: Callable, workers: int) -> None:
+    """Points in worker processes; each finished point is stored as it arrives. On an error or an interrupt the
+    running points are abandoned at once (their workers terminated), so stopping takes a moment, not the
+    length of the longest point, and nothing already finished is lost."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), initializer=_worker_init)
+    try:
+        futures = {pool.submit(_timed, fn, p): pid for pid, p in todo}
+        for future in as_completed(futures):
+            finish(futures[future], future.result())
+    except BaseException:
+        _stop_workers(pool)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _stop_workers(pool: Any) -> None:
+    terminate = getattr(pool, "terminate_workers", None)  # Python >= 3.14
+    if terminate is not None:
+        terminate()
+        return
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        if process.is_alive():
+            process.terminate()
 
 
 def _run_ray(todo: list[tuple[str, dict[str, Any]]], fn: Callable, finish: Callable, address: str | None) -> None:

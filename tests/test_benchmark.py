@@ -11,10 +11,10 @@ import torch
 import torch.nn as nn
 from typer.testing import CliRunner
 
-from robustcnn.benchmark import benchmark, wilson_interval, write_benchmark
+from robustcnn.benchmark import benchmark, robust_over_seeds, wilson_interval, write_benchmark
 from robustcnn.cli import app
 from robustcnn.errors import UsageError
-from robustcnn.experiments.adversarial import evaluate_model
+from robustcnn.evaluation import evaluate_model
 
 FAST = dict(dataset="digits", image_size=28, attacks=["fgsm", "pgd"], epsilons=[0.0, 0.1, 0.2], n_examples=60,
             device="cpu", lint=False)
@@ -125,21 +125,70 @@ def test_mean_std_are_wrapped_inside(tmp_path):
         benchmark(f"{path}:tiny", mean=[0.5, 0.5], std=[0.2, 0.2], **FAST)
 
 
-def test_leaderboard_keeps_one_row_per_model(trained_lenet, lenet_weights, tmp_path):
+def test_leaderboard_rows_from_real_runs(trained_lenet, lenet_weights, tmp_path):
+    """Reruns of one setup keep one row; robust@eps is the scorecard's worst case; a run with a subset of the
+    attacks does not replace the stronger row; another model gets its own row."""
     out = tmp_path / "out"
     for _ in range(2):
-        path = write_benchmark(benchmark("lenet5", weights=lenet_weights, **FAST), out)
+        strong = benchmark("lenet5", weights=lenet_weights, **FAST)
+        path = write_benchmark(strong, out)
+    with pytest.warns(UserWarning, match="stronger evaluation"):
+        write_benchmark(benchmark("lenet5", weights=lenet_weights, **{**FAST, "attacks": ["fgsm"]}), out)
     other = copy.deepcopy(trained_lenet)
     with torch.no_grad():
         next(other.parameters()).add_(0.01)
     write_benchmark(benchmark(other, name="lenet5-shifted", **FAST), out)
     board = pd.read_csv(out / "leaderboard" / "digits.csv")
-    assert len(board) == 2 and board["weights_hash"].is_unique
+    assert len(board) == 2 and board["weights_hash"].is_unique and (board["attacks"] == "fgsm+pgd").all()
+    row = board[board["weights_hash"] == strong.weights_hash].iloc[0]
+    worst = strong.robust[strong.robust["attack"] == "worst_case"].set_index("epsilon")["robust_accuracy"]
+    assert [row[f"robust@{e:.4g}"] for e in worst.index] == pytest.approx(list(worst))
+    assert row["run_dir"] == str(path) and row["n"] == 60 and row["epsilons"] == "0 0.1 0.2"
+    assert board["robust@0.2"].is_monotonic_decreasing
     card = json.loads((path / "scorecard.json").read_text())
-    assert {"clean_accuracy", "robust_accuracy"} <= set(card)
+    assert {"clean_accuracy", "robust_accuracy", "robust_statistic", "attack_seeds"} <= set(card)
     assert {"attack", "epsilon", "robust_accuracy", "ci_low", "ci_high", "n"} <= set(card["robust_accuracy"][0])
     assert any(r["attack"] == "worst_case" for r in card["robust_accuracy"])
     assert (path / "figures" / "robust_accuracy.png").exists() and (path / "report.md").exists()
+
+
+def test_a_corrupt_leaderboard_stops_the_write_before_any_run_folder(lenet_weights, tmp_path):
+    board = tmp_path / "leaderboard" / "digits.csv"
+    board.parent.mkdir()
+    board.write_bytes(b"model,weights_hash\n\"broken,1\n")
+    card = benchmark("lenet5", weights=lenet_weights, **{**FAST, "attacks": ["fgsm"], "epsilons": [0.0, 0.1]})
+    with pytest.raises(UsageError, match="not a readable leaderboard CSV"):
+        write_benchmark(card, tmp_path)
+    assert board.read_bytes() == b"model,weights_hash\n\"broken,1\n" and not (tmp_path / "benchmark").exists()
+
+
+def test_the_point_over_attack_seeds_is_the_per_example_worst_case_inside_its_interval():
+    """Seed 0 leaves examples 0-49 robust, seed 1 examples 40-99: the mean over seeds (0.5) is not what an
+    example-level worst case gives (10 of 100 survive both), and seed 0's interval does not hold the mean of
+    seeds 0.5 and 0.9 in the second case."""
+    def seed_samples(robust: range) -> pd.DataFrame:
+        return pd.DataFrame({"index": range(100), "attack": "pgd", "threat_model": "linf", "epsilon": 0.1,
+                             "correct": [i in robust for i in range(100)]})
+
+    table = robust_over_seeds([seed_samples(range(0, 50)), seed_samples(range(40, 100))]).iloc[0]
+    assert table["robust_accuracy"] == pytest.approx(0.10) and table["n"] == 100 and table["attack_seeds"] == 2
+    assert table["mean_over_seeds"] == pytest.approx(0.55)
+    assert (table["ci_low"], table["ci_high"]) == pytest.approx(wilson_interval(10, 100))
+    table = robust_over_seeds([seed_samples(range(0, 50)), seed_samples(range(0, 90))]).iloc[0]
+    assert table["ci_low"] <= table["robust_accuracy"] <= table["ci_high"]
+    assert table["robust_accuracy"] == pytest.approx(0.50) and table["std_over_seeds"] == pytest.approx(0.2828, abs=1e-4)
+
+
+def test_benchmark_over_attack_seeds_matches_an_independent_count(trained_lenet, lenet_weights, digits28):
+    card = benchmark("lenet5", weights=lenet_weights, **{**FAST, "attacks": ["pgd"], "attack_seeds": 2})
+    runs = [evaluate_model(trained_lenet, digits28, attacks=["pgd"], epsilons=[0.0, 0.1, 0.2], n_examples=60,
+                           lint=False, seed=seed, clean_splits=()) for seed in (0, 1)]
+    for eps, row in card.robust.set_index("epsilon").iterrows():
+        correct = [r.samples[r.samples["epsilon"] == eps].sort_values("index")["correct"].to_numpy() for r in runs]
+        survivors = int((correct[0] & correct[1]).sum())
+        assert row["robust_accuracy"] == pytest.approx(survivors / 60)
+        assert row["ci_low"] <= row["robust_accuracy"] <= row["ci_high"]
+        assert row["mean_over_seeds"] == pytest.approx((correct[0].mean() + correct[1].mean()) / 2)
 
 
 def test_cli_benchmark_and_its_errors(lenet_weights, tmp_path):

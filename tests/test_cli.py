@@ -1,6 +1,7 @@
 """The CLI through Typer's CliRunner: run folders, stable table names, one-line errors with exit code 2."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -8,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from robustcnn.cli import app
+from robustcnn.errors import UsageError
 
 runner = CliRunner()
 TINY_STUDY = ["-s", "models.0.train.epochs=1", "-s", "models.1.train.epochs=1",
@@ -45,6 +47,8 @@ def test_study_adversarial_writes_the_stable_tables_and_report_redraws(tmp_path)
     robust = pd.read_csv(folder / "tables" / "robust_accuracy.csv")
     assert {"model", "attack", "epsilon", "robust_accuracy", "n"} <= set(robust.columns)
     assert set(robust["attack"]) == {"fgsm", "pgd", "worst_case"} and robust["robust_accuracy"].between(0, 1).all()
+    assert set(robust["suite"]) == {"fgsm+pgd"}  # pgd with 5 steps is no named suite: the attacks name it
+    assert "attack suite: fgsm+pgd (an explicit attack list)" in (folder / "report.md").read_text()
     clean = pd.read_csv(folder / "tables" / "clean_accuracy.csv")
     assert list(clean.columns) == ["model", "split", "accuracy", "n"]
     lint = pd.read_csv(folder / "tables" / "lint.csv")
@@ -56,26 +60,47 @@ def test_study_adversarial_writes_the_stable_tables_and_report_redraws(tmp_path)
     assert (folder / "figures" / "gallery.png").exists()
 
 
-@pytest.mark.parametrize("args,message", [
-    (["train", "--model", "lenet"], "unknown model 'lenet' (did you mean 'lenet5'?)"),
-    (["train", "--dataset", "mnsit"], "unknown dataset 'mnsit' (did you mean 'mnist'?)"),
-    (["train", "--epochs", "zero"], "Invalid value for '--epochs'"),
-    (["train", "--epochs", "0"], "Invalid value for '--epochs'"),
-    (["study", "adversarial", "-s", "evaluation.epsilons=[-0.1]"], "outside [0, 1]"),
-    (["study", "adversarial", "-s", "evaluation.epsilons=[1.5]"], "outside [0, 1]"),
-    (["study", "adversarial", "-s", 'evaluation.attacks=["fsgm"]'], "unknown attack 'fsgm' (did you mean 'fgsm'?)"),
-    (["study", "adversarial", "-s", "evaluation.typo=1"], "unknown config key 'evaluation.typo'"),
-    (["study", "adversarial", "--config", "nowhere.toml"], "config file nowhere.toml does not exist"),
-    (["study", "generalisation"], "'generalisation' is not one of 'adversarial'"),
-    (["report", "."], "is not a run folder"),
-    (["models", "vgg*"], "no model matches 'vgg*'"),
-])
-def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
-    result = run(*args, *(["--out", str(tmp_path)] if args[0] in ("train", "study") else []))
-    assert result.exit_code == 2, result.output
-    assert message in result.output
+def test_train_config_file_values_stand_unless_a_flag_is_given(tmp_path):
+    """Only options the user passed override the file: --model/--dataset defaults must not replace its model."""
+    config = tmp_path / "run.toml"
+    config.write_text('[model]\nname = "mlp"\nkwargs = {width = 8}\n[model.train]\nepochs = 1\n'
+                      '[data]\ndataset = "digits"\ntrain_subset = 60\n')
+    result = run("train", "--config", str(config), "--out", str(tmp_path / "a"), "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((only_run(tmp_path / "a", "train") / "manifest.json").read_text())
+    assert manifest["config"]["model"]["name"] == "mlp" and manifest["config"]["data"]["train_subset"] == 60
+    result = run("train", "--config", str(config), "--model", "cnn5", "--width", "2", "--out", str(tmp_path / "b"),
+                 "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((only_run(tmp_path / "b", "train") / "manifest.json").read_text())
+    assert manifest["config"]["model"]["name"] == "cnn5" and manifest["config"]["model"]["kwargs"] == {"width": 2}
+
+
+@pytest.mark.parametrize("command", ["train", "study"])
+def test_an_error_after_the_run_folder_opened_leaves_nothing(tmp_path, monkeypatch, command):
+    """The failure comes while the staging folder exists (checked), after training; nothing may stay."""
+    import robustcnn.experiments.adversarial as adversarial
+    import robustcnn.experiments.training as training
+
+    out = tmp_path / "out"
+    seen = []
+
+    def fail_after_training(*args, **kwargs):
+        seen.extend(p.name for p in out.glob("*/.*.partial"))
+        raise UsageError("simulated failure after training")
+
+    if command == "train":
+        monkeypatch.setattr(training, "save_training", fail_after_training)
+        args = ["train", "--epochs", "1", "-s", "data.train_subset=60"]
+    else:
+        monkeypatch.setattr(adversarial, "evaluate_model", fail_after_training)
+        args = ["study", "adversarial", *TINY_STUDY, "-s", "models=[{name=\"lenet5\", train={epochs=1}}]",
+                "-s", "data.train_subset=60"]
+    result = run(*args, "--out", str(out), "--device", "cpu")
+    assert result.exit_code == 2 and "simulated failure after training" in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
-    assert not list(tmp_path.glob("*/*"))  # nothing half-written
+    assert len(seen) == 1  # the run folder was open when the error came
+    assert not out.exists() or list(out.rglob("*")) == []
 
 
 def test_missing_data_and_unwritable_out(tmp_path):
@@ -85,6 +110,7 @@ def test_missing_data_and_unwritable_out(tmp_path):
     blocker.write_text("")
     result = run("train", "--out", str(blocker / "x"))
     assert result.exit_code == 2 and "cannot write to the output folder" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker"]
 
 
 def test_corrupt_data_file_is_one_line_exit_2(fake_mnist, tmp_path):
@@ -121,3 +147,16 @@ def test_study_config_of_another_kind_is_refused(tmp_path):
     config = Path(__file__).resolve().parent.parent / "studies" / "overfitting-cifar10.toml"
     result = run("study", "memorization", "--config", str(config), "--out", str(tmp_path))
     assert result.exit_code == 2 and "is for study 'overfitting', not 'memorization'" in result.output
+
+
+def test_a_damaged_store_record_is_one_warning_line_and_recomputed(tmp_path):
+    args = ["study", "memorization", "--out", str(tmp_path), "-s", "data.train_subset=60", "-s", "model.train.epochs=1",
+            "-s", 'variants=[{name="clean", label_noise=0.0}, {name="random", label_noise=1.0}]']
+    assert run(*args).exit_code == 0
+    record = sorted((tmp_path / ".sweep-store" / "memorization").glob("*.json"))[0]
+    record.write_bytes(b"")
+    again = run(*args)
+    assert again.exit_code == 0, again.output
+    warnings = [line for line in again.output.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("robustcnn: warning: sweep store record"), again.output
+    assert json.loads(record.read_text())["point_id"] == record.stem

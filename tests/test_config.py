@@ -28,14 +28,15 @@ def test_unknown_keys_are_errors_with_hints(tmp_path):
 
 def test_overrides_reach_nested_values_and_list_items():
     cfg = load_config(AdversarialStudyConfig, None, [
-        "evaluation.epsilons=[0, 0.1]", 'evaluation.attacks=["fgsm"]', "seed=7",
+        "evaluation.epsilons=[0, 0.1]", 'evaluation.attacks=["fgsm"]', 'evaluation.gallery_attack="fgsm"', "seed=7",
         'models=[{name="a", arch="lenet5"}, {name="b", arch="mlp"}]', "models.1.train.epochs=2"])
     assert cfg.evaluation.epsilons == [0.0, 0.1] and [a.name for a in cfg.evaluation.attacks] == ["fgsm"]
     assert cfg.seed == 7 and cfg.models[1].train.epochs == 2 and cfg.models[1].architecture == "mlp"
 
 
 @pytest.mark.parametrize("override,match", [
-    ("evaluation.epsilons=[-0.1]", "outside \\[0, 1\\]"),
+    ("evaluation.epsilons=[-0.1]", "epsilon -0.1 must be a finite number >= 0"),
+    ("evaluation.epsilons=[0, 1.5]", "outside \\[0, 1\\] for the L-inf attack"),
     ('evaluation.attacks=["pgdd"]', "unknown attack 'pgdd'"),
     ("seed=abc", "must be an integer"),
     ("models.0.train.optimizer=adamw", "not one of sgd, adam, adadelta"),
@@ -58,7 +59,10 @@ def test_every_shipped_adversarial_config_resolves(path):
     assert cfg.models and cfg.evaluation.attacks
 
 
-@pytest.mark.parametrize("path", sorted(p for p in STUDIES.glob("*.toml") if not p.name.startswith("adversarial-")),
+OWN_CONFIG_CLASS = ("adversarial-", "invariance-", "lineage-")  # studies with a config class of their own
+
+
+@pytest.mark.parametrize("path", sorted(p for p in STUDIES.glob("*.toml") if not p.name.startswith(OWN_CONFIG_CLASS)),
                          ids=lambda p: p.name)
 def test_every_shipped_sweep_config_resolves(path):
     from robustcnn.config import read_toml
@@ -69,3 +73,41 @@ def test_every_shipped_sweep_config_resolves(path):
     assert cfg.study == study and (cfg.variants or cfg.widths or cfg.train_sizes)
     assert cfg.data.train_subset == read_toml(path)["data"].get("train_subset")  # nothing leaks from a profile
     assert default_config(study).study == study
+
+
+@pytest.mark.parametrize("path", sorted(p for p in STUDIES.glob("*.toml") if p.name.startswith(("invariance-", "lineage-"))),
+                         ids=lambda p: p.name)
+def test_every_shipped_invariance_and_lineage_config_resolves(path):
+    from robustcnn.experiments.invariance import InvarianceStudyConfig
+    from robustcnn.experiments.lineage import LineageStudyConfig
+
+    cls = InvarianceStudyConfig if path.name.startswith("invariance-") else LineageStudyConfig
+    cfg = load_config(cls, path)
+    assert cfg.models
+
+
+@pytest.mark.parametrize("override,match", [
+    ("seed.x=1", "'seed' is a value \\(0\\), not a table"),
+    ("models.0.name.first=1", "'models.0.name' is a value"),
+    (f"seed={2**70}", "out of range"),
+    ("seed=-1", "out of range"),
+    ("evaluation.batch_size=-9223372036854775809", "out of range"),
+    ("evaluation.epsilons=[0.1, nan]", "must be a number, got nan"),
+])
+def test_overrides_that_cannot_apply_are_usage_errors(override, match):
+    with pytest.raises(UsageError, match=match):
+        load_config(AdversarialStudyConfig, None, [override])
+
+
+def test_sweep_seeds_are_checked_like_the_seed():
+    from robustcnn.experiments.generalization import SweepStudyConfig
+
+    with pytest.raises(UsageError, match="'seeds\\[1\\]' = -3 is out of range"):
+        load_config(SweepStudyConfig, None, ["seeds=[0, -3]"])
+
+
+def test_a_config_file_that_is_not_utf8_is_a_usage_error(tmp_path):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('[data]\ndataset = "caf\xe9"\n'.encode("latin-1"))
+    with pytest.raises(UsageError, match="is not UTF-8 text"):
+        load_config(AdversarialStudyConfig, path)

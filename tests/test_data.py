@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from robustcnn.data import apply_label_noise, augment, batches, load_dataset
+from robustcnn.data import apply_label_noise, augment, batches, load_dataset, split_validation
 from robustcnn.errors import UsageError
 
 
@@ -91,13 +91,13 @@ def test_imagefolder_decodes_once_and_caches(png_folder, monkeypatch):
     assert data.x_train.shape == (12, 3, 16, 16) and data.y_train.tolist() == [0] * 4 + [1] * 4 + [2] * 4
     first = written[str(base / "test" / "dog" / "00001.png")]
     assert torch.allclose(data.x_test[5].permute(1, 2, 0), torch.tensor(first / 255, dtype=torch.float32))
-    import robustcnn.data as data_module
+    import robustcnn.datafiles as datafiles
 
     def no_decoding(paths):
         raise AssertionError("decoded again instead of using the cache")
 
     assert list((Path(os.environ["ROBUSTCNN_CACHE"]) / "decoded").glob("*.pt"))
-    monkeypatch.setattr(data_module, "_decode_images", no_decoding)
+    monkeypatch.setattr(datafiles, "decode_images", no_decoding)
     again = load_dataset(f"imagefolder:{base}")
     assert torch.equal(again.x_train, data.x_train)
 
@@ -164,3 +164,54 @@ def test_uniform_label_noise_may_keep_the_true_label():
     assert len(replaced) == 2000 and torch.bincount(noisy, minlength=10).min() > 150
     kept = (noisy == y).float().mean().item()
     assert 0.05 < kept < 0.15  # about 1 in 10 draws lands on the true label
+
+
+def _max_abs_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Largest |Pearson correlation| between any row of a and any row of b (images flattened)."""
+    a, b = a.flatten(1).double(), b.flatten(1).double()
+    a = (a - a.mean(1, keepdim=True)) / a.std(1, keepdim=True)
+    b = (b - b.mean(1, keepdim=True)) / b.std(1, keepdim=True)
+    return ((a @ b.T) / (a.shape[1] - 1)).abs().max().item()
+
+
+def test_random_pixel_test_images_share_nothing_with_training_images():
+    """Zhang et al.'s random pixels: the test noise must be drawn apart from the training noise, or the test
+    set holds copies of training images and 'test accuracy' measures memorized labels."""
+    data = load_dataset("digits", image_size=16, corruption="random_pixels", seed=0)
+    assert _max_abs_correlation(data.x_test, data.x_train) < 0.5  # 256 pixels: chance correlations stay < 0.35
+    assert not any(torch.equal(t, data.x_train[i]) for i, t in enumerate(data.x_test))
+    again = load_dataset("digits", image_size=16, corruption="random_pixels", seed=0)
+    assert torch.equal(again.x_test, data.x_test)  # still fixed by the seed
+
+
+def test_shuffled_pixels_use_one_permutation_for_train_and_test(fake_mnist):
+    root, _ = fake_mnist
+    clean = load_dataset("mnist", root=root)
+    shuffled = load_dataset("mnist", root=root, corruption="shuffled_pixels", seed=3)
+    # recover the permutation from the training images (60 random values per pixel identify it), apply it to test
+    src = clean.x_train.flatten(1).T    # (pixels, images)
+    dst = shuffled.x_train.flatten(1).T
+    perm = [int(torch.nonzero((src == column).all(1))[0]) for column in dst]
+    assert sorted(perm) == list(range(28 * 28)) and perm != list(range(28 * 28))
+    assert torch.equal(shuffled.x_test.flatten(1), clean.x_test.flatten(1)[:, perm])
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.25, 0.5])
+def test_validation_split_is_stratified_disjoint_and_fixed_by_the_seed(fraction):
+    y = torch.arange(1000) % 10
+    y = y.sort().values  # a class-sorted training set, as ImageFolder gives
+    keep, held = split_validation(y, fraction, seed=4)
+    assert set(keep.tolist()).isdisjoint(held.tolist()) and len(keep) + len(held) == 1000
+    assert torch.bincount(y[held], minlength=10).tolist() == [round(fraction * 100)] * 10
+    assert len(set(y[held[:20]].tolist())) > 3  # the first validation examples are not one class
+    again, held_again = split_validation(y, fraction, seed=4)
+    assert torch.equal(keep, again) and torch.equal(held, held_again)
+    assert not torch.equal(held.sort().values, split_validation(y, fraction, seed=5)[1].sort().values)
+
+
+@pytest.mark.parametrize("fraction", [0.0, -0.1, 0.6, float("nan")])
+def test_bad_validation_fraction_is_a_usage_error(fraction):
+    with pytest.raises(UsageError, match="val_fraction"):
+        split_validation(torch.arange(100) % 10, fraction, seed=0)
+    with pytest.raises(UsageError, match="no validation example for class"):
+        split_validation(torch.arange(100) % 10, 0.04, seed=0)

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robustcnn import AttackConfig, TrainConfig, create_model, evaluate_model, seed_everything, train
+from robustcnn import AttackConfig, TrainConfig, create_model, evaluate_model, seed_everything
+from robustcnn import train_model as train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

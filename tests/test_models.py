@@ -6,7 +6,7 @@ import torch
 
 from robustcnn.errors import UsageError
 from robustcnn.models import count_parameters, create_model, list_models, model_input_size
-from robustcnn.models.lenet import C3_TABLE, digit_prototypes, map_loss
+from robustcnn.models.lenet import digit_prototypes, map_loss
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -37,16 +37,38 @@ def test_lenet5_1998_has_60000_trainable_parameters_and_fixed_rbf():
     assert len({tuple(r) for r in digit_prototypes().tolist()}) == 10  # ten distinct bitmaps
 
 
-def test_lenet5_1998_c3_follows_the_connection_table():
-    """Output map j of C3 depends on input map i exactly when Table I connects them."""
-    from robustcnn.models.lenet import PartialConv
+# LeCun, Bottou, Bengio & Haffner 1998, Table I, typed from the paper: rows are the S2 feature maps 0-5,
+# columns the C3 feature maps 0-15, X where the C3 map takes input from the S2 map.
+PAPER_TABLE_I = """
+    0 1 2 3 4 5 6 7 8 9 A B C D E F
+0   X . . . X X X . . X X X X . X X
+1   X X . . . X X X . . X X X X . X
+2   X X X . . . X X X . . X . X X X
+3   . X X X . . X X X X . . X . X X
+4   . . X X X . . X X X X . X X . X
+5   . . . X X X . . X X X X . X X X
+"""
 
-    conv = next(m for m in create_model("lenet5_1998", dataset="mnist").modules() if isinstance(m, PartialConv))
-    x = torch.rand(1, 6, 14, 14, requires_grad=True)
-    for j, inputs in enumerate(C3_TABLE):
-        (grad,) = torch.autograd.grad(conv(x)[0, j].sum(), x)
-        touched = {i for i in range(6) if grad[0, i].abs().sum() > 0}
-        assert touched == set(inputs), j
+
+def paper_connections() -> set[tuple[int, int]]:
+    """(S2 map, C3 map) pairs marked X in the typed Table I."""
+    rows = [line.split()[1:] for line in PAPER_TABLE_I.strip().splitlines()[1:]]
+    assert len(rows) == 6 and all(len(r) == 16 for r in rows)
+    return {(s2, c3) for s2, row in enumerate(rows) for c3, mark in enumerate(row) if mark == "X"}
+
+
+def test_lenet5_1998_c3_connects_exactly_as_table_i_of_the_paper():
+    """Which S2 maps each C3 map of the built model can see, measured by gradients, against the typed table."""
+    model = create_model("lenet5_1998", dataset="mnist").eval()
+    c3 = model.body[4]  # PaperInput, C1, squash, S2, C3
+    assert len(paper_connections()) == 60  # 6x3 + 6x4 + 3x4 + 1x6 (the paper's 60 kernels, 1,500 weights)
+    s2 = torch.rand(1, 6, 14, 14, requires_grad=True)
+    assert c3(s2).shape == (1, 16, 10, 10)
+    seen = set()
+    for j in range(16):
+        (grad,) = torch.autograd.grad(c3(s2)[0, j].sum(), s2)
+        seen |= {(i, j) for i in range(6) if grad[0, i].abs().sum() > 0}
+    assert seen == paper_connections()
 
 
 def test_lenet5_1998_scores_are_negative_distances_and_map_loss_is_finite():

@@ -10,7 +10,7 @@ from robustcnn.data import Corruption, corrupt
 from robustcnn.experiments import generalization as gen
 from robustcnn.experiments.common import DataSpec, ModelSpec
 from robustcnn.experiments.generalization import RFFSweep, SweepStudy, SweepStudyConfig, Variant, run_sweep_study
-from robustcnn.peaks import find_peak
+from robustcnn.peaks import EPOCH_MIN_WIDTH, NO_PEAK, find_peak, peaks_table, point_standard_error
 from robustcnn.rff import min_norm_fit, rff_features
 from robustcnn.sweep import SweepStore, point_id, run_sweep
 from robustcnn.train import TrainConfig
@@ -20,20 +20,117 @@ def square(point: dict) -> dict:
     return {"value": point["x"] ** 2}
 
 
-def test_peak_found_on_a_double_descent_curve():
+# ------------------------------------------------------------------ peaks with a noise model
+def binomial_se(p, n):
+    """The test-set term alone, written out: sqrt(p (1 - p) / n)."""
+    return np.sqrt(np.asarray(p) * (1 - np.asarray(p)) / n)
+
+
+def test_point_standard_error_combines_seed_spread_and_test_set_size():
+    # two seeds at 0.09 and 0.11 (sample sd 0.01414), mean 0.10, 500 test images: 0.0002 / 2 + 0.09 / 500
+    se = point_standard_error([0.10], [np.std([0.09, 0.11], ddof=1)], [2], 500)
+    assert se[0] == pytest.approx(np.sqrt(0.0001 + 0.00018), rel=1e-9)
+
+
+def test_a_real_double_descent_peak_is_found_with_its_margin():
     x = [1, 2, 4, 8, 16, 32, 64]
     test = [0.30, 0.20, 0.25, 0.45, 0.22, 0.15, 0.12]
     train = [0.25, 0.10, 0.05, 0.0, 0.0, 0.0, 0.0]
-    p = find_peak(x, test, train)
-    assert p.peak_at == 8 and p.peak_test_error == 0.45
+    se = binomial_se(test, 500)
+    p = find_peak(x, test, train, se=se)
+    assert p.significant and p.peak_at == 8 and p.peak_test_error == 0.45
     assert p.left_min_test_error == 0.20 and p.right_min_test_error == 0.12
     assert p.interpolation_threshold == 8
+    assert p.peak_height == pytest.approx(0.25)  # above the higher side minimum (0.20)
+    assert p.peak_se == pytest.approx(np.hypot(se[3], se[1]))
+    assert p.peak_z > 2
+
+
+@pytest.mark.parametrize("bump,found", [(0.027, False), (0.030, True)])
+def test_a_bump_counts_only_beyond_two_standard_errors(bump, found):
+    """Every point has SE 0.01, so a difference has SE 0.01414 and 2 SE = 0.0283."""
+    test = [0.30, 0.20, 0.20 + bump, 0.15, 0.12]
+    p = find_peak(range(5), test, se=0.01)
+    assert p.significant is found and (p.peak_at == 2 if found else p.peak_at is None)
+    assert p.candidate_at == 2 and p.peak_height == pytest.approx(bump)
+
+
+def test_a_bump_inside_the_test_set_noise_is_not_a_peak():
+    # 0.03 above both sides looks like a peak, but 500 test images give each point SE ~0.018 (2 SE ~0.05)
+    test = [0.30, 0.20, 0.23, 0.15, 0.12]
+    p = find_peak([1, 2, 4, 8, 16], test, se=binomial_se(test, 500))
+    assert p.peak_at is None and not p.significant and p.candidate_at == 4 and p.peak_z < 2
+    assert find_peak([1, 2, 4, 8, 16], test, se=binomial_se(test, 100_000)).peak_at == 4  # a big test set resolves it
+
+
+def epoch_curve(events: dict[range, float], epochs: int = 120, floor: float = 0.10) -> np.ndarray:
+    """A learning curve falling to `floor` by epoch 20, with the given epochs overwritten."""
+    y = np.maximum(floor, 0.9 - 0.04 * np.arange(epochs))
+    for span, value in events.items():
+        y[list(span)] = value
+    return y
+
+
+def test_a_single_epoch_spike_is_not_an_epoch_wise_peak():
+    y = epoch_curve({range(60, 61): 0.30})  # 0.20 above the floor: 7 SE, but for one epoch only
+    se = binomial_se(y, 500)
+    assert find_peak(range(len(y)), y, se=se, min_width=EPOCH_MIN_WIDTH).peak_at is None
+    assert find_peak(range(len(y)), y, se=se, min_width=1).peak_at == 60  # the width rule is what rejects it
+
+
+def test_a_sustained_epoch_wise_peak_is_found():
+    y = epoch_curve({range(40, 70): 0.18, range(55, 56): 0.19, range(70, 120): 0.12})
+    p = find_peak(range(len(y)), y, se=binomial_se(y, 500), min_width=EPOCH_MIN_WIDTH)
+    assert p.significant and p.peak_at == 55 and p.raised_width == 30
+    assert p.left_min_test_error == pytest.approx(0.10) and p.right_min_test_error == pytest.approx(0.12)
+
+
+def test_one_epoch_dips_do_not_lower_the_side_minima():
+    # plateau 0.15 with a one-epoch dip to 0.05 on each side of a mild rise to 0.17 (within noise of 0.15)
+    y = epoch_curve({range(20, 120): 0.15, range(30, 31): 0.05, range(50, 70): 0.17, range(100, 101): 0.05})
+    p = find_peak(range(len(y)), y, se=binomial_se(y, 500), min_width=EPOCH_MIN_WIDTH)
+    assert p.peak_at is None and p.left_min_test_error == pytest.approx(0.15)
 
 
 @pytest.mark.parametrize("curve", [[0.5, 0.4, 0.3, 0.2, 0.1], [0.1, 0.2, 0.3, 0.4], [0.2, 0.2, 0.2, 0.2],
                                    [0.3, 0.2, 0.205, 0.1]])
 def test_no_peak_on_monotone_flat_or_tiny_wiggles(curve):
-    assert find_peak(range(len(curve)), curve).peak_at is None
+    assert find_peak(range(len(curve)), curve, se=binomial_se(curve, 500)).peak_at is None
+
+
+def test_peaks_table_uses_the_spread_over_seeds():
+    """Two seeds agree on a bump (a peak), or one seed alone makes it (the same mean, but no peak)."""
+    x, base = [1, 2, 4, 8, 16], [0.30, 0.15, 0.25, 0.12, 0.10]
+
+    def points(seed_errors):
+        return pd.DataFrame([{"sweep": "model-wise", "x": xi, "seed": s, "test_error": e, "train_error": 0.0}
+                             for s, errors in enumerate(seed_errors) for xi, e in zip(x, errors)])
+
+    agree = peaks_table(points([base, base]), None, n_test=2000)
+    split = peaks_table(points([[0.30, 0.15, 0.35, 0.12, 0.10], [0.30, 0.15, 0.15, 0.12, 0.10]]), None, n_test=2000)
+    assert agree.loc[0, "significant"] and agree.loc[0, "peak_at"] == 4
+    assert agree.loc[0, "peak_test_error"] == split.loc[0, "peak_test_error"] == pytest.approx(0.25)
+    assert not split.loc[0, "significant"] and pd.isna(split.loc[0, "peak_at"])
+    assert split.loc[0, "verdict"] == NO_PEAK and split.loc[0, "seeds"] == 2 and split.loc[0, "n_test"] == 2000
+
+
+def test_the_report_says_no_peak_instead_of_marking_noise(tmp_path):
+    from robustcnn.report import plot_sweep_curves, report_sweep
+
+    x, test = [1, 2, 4, 8, 16], [0.30, 0.20, 0.23, 0.15, 0.12]
+    per_point = pd.DataFrame({"sweep": "model-wise", "x": x, "seed": 0, "test_error": test, "train_error": 0.0})
+    peaks = peaks_table(per_point, None, n_test=500)
+    summary = pd.DataFrame({"sweep": "model-wise", "variant": [f"width={k}" for k in x], "x": x,
+                            "test_error_mean": test, "test_error_std": 0.0, "train_error_mean": 0.0,
+                            "train_error_std": 0.0, "seeds": "0"})
+    fig = plot_sweep_curves(summary, peaks, None, None)
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert NO_PEAK in fig.axes[0].get_title() and not any(label.startswith("peak") for label in labels)
+    (tmp_path / "tables").mkdir()
+    summary.to_csv(tmp_path / "tables" / "summary.csv", index=False)
+    peaks.to_csv(tmp_path / "tables" / "peaks.csv", index=False)
+    summary[["sweep", "variant", "x"]].assign(train_seconds=1.0).to_csv(tmp_path / "tables" / "point_cost.csv")
+    assert f"**model-wise**: {NO_PEAK}" in report_sweep(tmp_path)
 
 
 @pytest.mark.parametrize("n_features", [40, 100, 250])  # fewer, as many as, and more features than examples
@@ -112,7 +209,7 @@ def test_a_crashed_sweep_resumes_to_identical_tables(tmp_path, monkeypatch):
     monkeypatch.setattr(gen, "run_point", crash_after_three)
     with pytest.raises(KeyboardInterrupt):
         run_sweep_study(TINY, tmp_path / "resumed")
-    assert not [p for p in (tmp_path / "resumed" / "double-descent").iterdir() if not p.name.startswith(".")]
+    assert not (tmp_path / "resumed" / "double-descent").exists()  # no run folder, staging or empty <kind>/
     assert len(list((tmp_path / "resumed" / ".sweep-store" / "double-descent").glob("*.json"))) == 3
     monkeypatch.setattr(gen, "run_point", real)
     run_dir = run_sweep_study(TINY, tmp_path / "resumed")

@@ -1,7 +1,8 @@
 """`robustcnn study adversarial`: train models (standard and adversarial), attack them over an epsilon grid,
 lint the evaluation, and write tables, figures and a report.
 
-From a notebook, `evaluate_model(model, data, ...)` gives the same tables for any model as DataFrames.
+From a notebook, `robustcnn.evaluate_model(model, data, ...)` (robustcnn.evaluation) gives the same tables for
+any model as DataFrames.
 """
 from __future__ import annotations
 
@@ -13,35 +14,83 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from robustcnn.attacks import AttackConfig, RobustnessResult, as_attack_config, evaluate_robustness, predict
+from robustcnn.attacks import AttackConfig, check_budget
 from robustcnn.data import DataBundle
 from robustcnn.errors import UsageError
+from robustcnn.evaluation import DEFAULT_ATTACKS, DEFAULT_EPSILONS, Curve, as_curve, evaluate_model
 from robustcnn.experiments.common import DataCache, DataSpec, ModelSpec, fit, save_training
-from robustcnn.lint import lint_evaluation
+from robustcnn.radius import radius_summary, robustness_radii
 from robustcnn.report import redraw
 from robustcnn.results import RunFolder, atomic_write_bytes, write_table
+from robustcnn.suites import resolve_suite, suite_label
 from robustcnn.train import AdversarialTraining, TrainConfig, resolve_device
 
 
 @dataclass(frozen=True)
 class EvaluationConfig:
-    """The attack grid. Robust accuracy is measured on the first n_examples of the test split (in order)."""
+    """The attack grid. Robust accuracy is measured on the first n_examples of the test split (in order).
 
-    attacks: list[AttackConfig] = field(default_factory=lambda: [AttackConfig("fgsm"), AttackConfig("pgd")])
-    epsilons: list[float] = field(default_factory=lambda: [0.0, 0.05, 0.1, 0.15, 0.2, 0.3])
+    curve: "cumulative" (a sample broken at a smaller epsilon counts as broken at every larger one; the fast
+    default) or "per-epsilon" (every epsilon attacked afresh); see robustcnn.evaluation.
+    Epsilons are checked here for what needs no data (finite, >= 0, at most 1 for an L-inf attack) and
+    against the image size before training (L2 budgets up to sqrt(C*H*W)).
+    suite: a named attack suite (robustcnn.suites: quick, standard, full); when set it replaces `attacks` with its
+    attacks for `threat_model`; None keeps the explicit `attacks`. Every table records the suite (`suite_label`: the
+    suite's name, or the joined attack names for an explicit list that is no suite).
+    gallery_attack: None picks pgd when it is in the grid, else the first attack.
+    """
+
+    attacks: list[AttackConfig] = field(default_factory=lambda: [AttackConfig(a) for a in DEFAULT_ATTACKS])
+    epsilons: list[float] = field(default_factory=lambda: list(DEFAULT_EPSILONS))
+    curve: str = Curve.CUMULATIVE.value
     n_examples: int = 500
     batch_size: int = 500
     lint: bool = True
     lint_examples: int = 200
     gallery: int = 6
-    gallery_attack: str = "pgd"
+    gallery_attack: str | None = None
     gallery_epsilon: float | None = None  # None: the largest epsilon in the grid
+    suite: str | None = None
+    radius: bool | None = None  # FMN radii of the n_examples (tables/radii.csv); None: on for standard and full
+    strong_lint: bool | None = None  # the lint's cross-checks (lint_strength); None: on for standard and full
+    threat_model: str = "linf"  # which of the suite's attack lists (read only with a suite)
+
+    @property
+    def radii(self) -> bool:
+        """Whether the study measures per-example FMN radii: radius, else on for the standard and full suites
+        (the quick digits profile stays a one-minute job)."""
+        return self.radius if self.radius is not None else suite_label(self.attacks, self.suite) in ("standard", "full")
+
+    @property
+    def cross_checks(self) -> bool:
+        """Whether the lint tests the attacks against each other: strong_lint, else on for standard and full."""
+        return self.strong_lint if self.strong_lint is not None else suite_label(self.attacks, self.suite) in (
+            "standard", "full")
+
+    @property
+    def gallery_name(self) -> str:
+        """The gallery's attack: gallery_attack, else pgd when in the grid, else the first attack."""
+        names = [a.name for a in self.attacks]
+        return self.gallery_attack or ("pgd" if "pgd" in names else names[0])
 
     def __post_init__(self) -> None:
-        from robustcnn.attacks import check_epsilons
-        check_epsilons(self.epsilons)
-        if self.n_examples < 1 or self.batch_size < 1:
-            raise UsageError("n_examples and batch_size must be at least 1")
+        if self.suite is not None:
+            # the suite replaces the attack list, so `-s evaluation.suite=standard` works on any profile
+            object.__setattr__(self, "attacks", resolve_suite(self.suite, self.threat_model))
+        if not self.attacks:
+            raise UsageError("evaluation.attacks is empty; name at least one attack (see `robustcnn attacks`)")
+        names = [a.name for a in self.attacks]
+        if len(set(names)) != len(names):
+            raise UsageError(f"evaluation.attacks names an attack twice ({', '.join(names)}); give each once")
+        check_budget(self.epsilons, self.attacks)
+        as_curve(self.curve)
+        for key, low in (("n_examples", 1), ("batch_size", 1), ("lint_examples", 1), ("gallery", 0)):
+            if getattr(self, key) < low:
+                raise UsageError(f"evaluation.{key} must be at least {low}, got {getattr(self, key)}")
+        if self.gallery and self.gallery_attack is not None and self.gallery_attack not in names:
+            raise UsageError(f"gallery_attack '{self.gallery_attack}' is not among the attacks ({', '.join(names)})")
+        if self.gallery and self.gallery_epsilon is not None and self.gallery_epsilon not in self.epsilons:
+            raise UsageError(f"gallery_epsilon {self.gallery_epsilon} is not in the epsilon grid {self.epsilons}")
 
 
 def _default_models() -> list[ModelSpec]:
@@ -71,86 +120,62 @@ class AdversarialStudyConfig:
             raise UsageError(f"models need distinct names, got {names}")
 
 
-@dataclass
-class Evaluation:
-    """The tables of one model's evaluation, as DataFrames (the study writes these to CSV)."""
-
-    clean: pd.DataFrame    # model, split, accuracy, n
-    robust: pd.DataFrame   # model, attack, threat_model, epsilon, robust_accuracy, n
-    samples: pd.DataFrame  # model + per-sample outcomes
-    cost: pd.DataFrame     # model, attack, seconds, forward_passes, backward_passes
-    lint: pd.DataFrame     # model, check, status, detail
-    result: RobustnessResult
-
-
-def evaluate_model(model: nn.Module, data: DataBundle, *, name: str = "model",
-                   attacks: list[str | AttackConfig] | None = None, epsilons: list[float] | None = None,
-                   n_examples: int = 500, batch_size: int = 500, lint: bool = True, lint_examples: int = 200,
-                   seed: int = 0, keep_adversarials: int = 0,
-                   clean_splits: tuple[str, ...] = ("train", "test")) -> Evaluation:
-    """Clean accuracy (train and test), robust accuracy over attacks x epsilons and the lint, for any model.
-
-    The model should be in eval mode (the lint FAILs a model in train mode) and on data's device.
-    clean_splits: the splits whose whole clean accuracy goes in `clean` (the benchmark needs none).
-    """
-    defaults = EvaluationConfig()
-    configs = [as_attack_config(a) for a in (attacks or defaults.attacks)]
-    eps = list(epsilons if epsilons is not None else defaults.epsilons)
-    n = min(n_examples, len(data.y_test))
-    x, y = data.x_test[:n], data.y_test[:n]
-    clean_rows = []
-    splits = {"train": (data.x_train, data.y_train), "test": (data.x_test, data.y_test)}
-    for split in clean_splits:
-        xs, ys = splits[split]
-        acc = (predict(model, xs).argmax(1) == ys).float().mean().item()
-        clean_rows.append({"model": name, "split": split, "accuracy": acc, "n": len(ys)})
-    result = evaluate_robustness(model, x, y, attacks=configs, epsilons=eps, batch_size=batch_size, seed=seed,
-                                 keep_adversarials=keep_adversarials)
-    lint_table = (lint_evaluation(model, x, y, attacks=configs, table=result.table, n=lint_examples, seed=seed)
-                  if lint else pd.DataFrame(columns=["check", "status", "detail"]))
-
-    def tag(df: pd.DataFrame) -> pd.DataFrame:
-        return df.assign(model=name)[["model", *df.columns]]
-
-    clean = pd.DataFrame(clean_rows, columns=["model", "split", "accuracy", "n"])
-    return Evaluation(clean, tag(result.table), tag(result.samples), tag(result.cost),
-                      tag(lint_table), result)
-
-
 def run_adversarial_study(config: AdversarialStudyConfig, out: str | Path = "results", *,
                           progress: bool | None = None) -> Path:
     """Train every model of the config, evaluate each, and write `<out>/adversarial/<run-id>/`."""
     device = resolve_device(config.device)
     ev = config.evaluation
-    if ev.gallery_attack not in {a.name for a in ev.attacks}:
-        raise UsageError(f"gallery_attack '{ev.gallery_attack}' is not among the attacks "
-                         f"({', '.join(a.name for a in ev.attacks)})")
     gallery_eps = ev.gallery_epsilon if ev.gallery_epsilon is not None else max(ev.epsilons)
-    if gallery_eps not in ev.epsilons:
-        raise UsageError(f"gallery_epsilon {gallery_eps} is not in the epsilon grid {ev.epsilons}")
     cache = DataCache(config.data, seed=config.seed, device=device)
+    for spec in config.models:  # L2 budgets depend on the image size: check them before any training
+        check_budget(ev.epsilons, ev.attacks, tuple(cache.for_model(spec.architecture).x_test.shape[1:]))
     with RunFolder(out, "adversarial", config=config, seed=config.seed, device=str(device),
                    on_finish=lambda path: redraw(path, kind="adversarial")) as run:
-        evaluations, gallery = [], {}
+        evaluations, gallery, radius_frames = [], {}, []
         for spec in config.models:
             data = cache.for_model(spec.architecture)
             model, trained = fit(spec, data, seed=config.seed, device=device, progress=progress)
             save_training(run.path, spec.name, trained, checkpoints=config.checkpoints)
             evaluation = evaluate_model(model, data, name=spec.name, attacks=ev.attacks, epsilons=ev.epsilons,
-                                        n_examples=ev.n_examples, batch_size=ev.batch_size, lint=ev.lint,
-                                        lint_examples=ev.lint_examples, seed=config.seed, keep_adversarials=ev.gallery)
+                                        curve=ev.curve, n_examples=ev.n_examples, batch_size=ev.batch_size, lint=ev.lint,
+                                        lint_examples=ev.lint_examples, seed=config.seed, keep_adversarials=ev.gallery,
+                                        strong_lint=ev.cross_checks)
             evaluations.append(evaluation)
+            if ev.radii:
+                radius_frames.append(_radii(model, data, spec.name, ev, config.seed))
             if ev.gallery:
-                gallery[spec.name] = (model, data, evaluation.result.adversarials[(ev.gallery_attack, gallery_eps)])
+                gallery[spec.name] = (model, data, evaluation.result.adversarials[(ev.gallery_name, gallery_eps)])
         for table, title in (("clean", "Clean accuracy"), ("robust", "Robust accuracy"), ("lint", "Evaluation lint"),
                              ("cost", "Attack cost"), ("samples", None)):
             df = pd.concat([getattr(e, table) for e in evaluations], ignore_index=True)
+            if table in ("robust", "cost"):  # every number says which suite's attacks produced it
+                df.insert(1, "suite", suite_label(ev.attacks, ev.suite))
             name = {"clean": "clean_accuracy", "robust": "robust_accuracy", "cost": "attack_cost",
                     "samples": "robust_samples"}.get(table, table)
             write_table(run.path, name, df, title=title, markdown=title is not None)
+        if radius_frames:
+            radii = pd.concat(radius_frames, ignore_index=True)
+            write_table(run.path, "radii", radii, markdown=False)
+            write_table(run.path, "radius_summary", radius_table(radii), title="Robustness radius (FMN)")
         if gallery:
-            _save_gallery(run.path / "data" / "gallery.npz", gallery, ev.gallery_attack, gallery_eps)
+            _save_gallery(run.path / "data" / "gallery.npz", gallery, ev.gallery_name, gallery_eps)
     return run.path
+
+
+def _radii(model: nn.Module, data: DataBundle, name: str, ev: EvaluationConfig, seed: int) -> pd.DataFrame:
+    """Per-example FMN radius (robustcnn.radius) on the same first n_examples the attacks see."""
+    n = min(ev.n_examples, len(data.y_test))
+    radii = robustness_radii(model, data.x_test[:n], data.y_test[:n], norm=ev.threat_model, batch_size=ev.batch_size,
+                             seed=seed)
+    return pd.DataFrame({"model": name, "index": range(n), "threat_model": ev.threat_model,
+                         "radius": radii.cpu().numpy()})
+
+
+def radius_table(radii: pd.DataFrame) -> pd.DataFrame:
+    """Median and quantiles per model (radius_summary: misclassified clean count as 0, unbroken as inf)."""
+    return pd.DataFrame([{"model": model, "threat_model": g["threat_model"].iloc[0],
+                          **radius_summary(torch.tensor(g["radius"].to_numpy(dtype=float)))}
+                         for model, g in radii.groupby("model", sort=False)])
 
 
 def _save_gallery(path: Path, gallery: dict[str, tuple[nn.Module, DataBundle, torch.Tensor]], attack: str,

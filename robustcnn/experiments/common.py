@@ -10,19 +10,21 @@ import torch
 import torch.nn as nn
 
 from robustcnn.data import Corruption, DataBundle, load_dataset
+from robustcnn.errors import UsageError
 from robustcnn.models import create_model, model_input_size
-from robustcnn.results import atomic_write_bytes, write_table
+from robustcnn.results import atomic_write_bytes, inside, safe_name, write_table
 from robustcnn.train import TrainConfig, TrainResult, seed_everything, train
 
 
 class Checkpoint(str, Enum):
     FINAL = "final"
-    BEST = "best"  # best monitored test accuracy (robust accuracy under adversarial training)
+    BEST = "best"  # best validation accuracy (robust validation accuracy under adversarial training)
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A model to train: `name` labels it in tables; `arch` is the registry name (default: name)."""
+    """A model to train: `name` labels it in tables; `arch` is the registry name (default: name).
+    evaluate = "best" loads the checkpoint of the best validation epoch, so it needs train.val_fraction."""
 
     name: str
     arch: str | None = None
@@ -36,7 +38,11 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         from robustcnn.models import MODELS
+        safe_name(self.name, "model name")  # it names files (history, checkpoints): '../x' fails here, early
         MODELS.get(self.architecture)  # unknown names fail here, with a close-match hint
+        if Checkpoint(self.evaluate) == Checkpoint.BEST and not self.train.val_fraction:
+            raise UsageError(f"model '{self.name}': evaluate = 'best' selects on a validation split; set "
+                             "train.val_fraction (e.g. 0.1) or evaluate = 'final'")
 
 
 @dataclass(frozen=True)
@@ -82,14 +88,18 @@ def fit(spec: ModelSpec, data: DataBundle, *, seed: int, device: torch.device,
 
 def save_training(run_dir: Path, label: str, result: TrainResult, *, checkpoints: bool = True,
                   table: str | None = None) -> None:
-    """tables/<table or history_<label>>.csv and checkpoints/<label>-{final,best}.pt (state_dicts)."""
+    """tables/<table or history_<label>>.csv and checkpoints/<label>-{final,best}.pt (state_dicts; best only
+    with a validation split)."""
     history = result.history.assign(model=label)
-    write_table(run_dir, table or f"history_{label}", history[["model", *result.history.columns]],
+    stem = safe_name(label, "model name")  # the one way a user-given name becomes a file name
+    write_table(run_dir, table or f"history_{stem}", history[["model", *result.history.columns]],
                 title=f"Training history: {label}")
     if checkpoints:
         import io
         for which, state in (("final", result.final_state), ("best", result.best_state)):
+            if state is None:
+                continue
             buf = io.BytesIO()
             torch.save(state, buf)
-            atomic_write_bytes(Path(run_dir) / "checkpoints" / f"{label}-{which}.pt", buf.getvalue())
+            atomic_write_bytes(inside(run_dir, Path(run_dir) / "checkpoints" / f"{stem}-{which}.pt"), buf.getvalue())
 

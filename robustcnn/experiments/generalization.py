@@ -18,7 +18,7 @@ import pandas as pd
 from robustcnn.data import Corruption
 from robustcnn.errors import UsageError
 from robustcnn.experiments.common import DataCache, DataSpec, ModelSpec, fit
-from robustcnn.peaks import find_peak
+from robustcnn.peaks import EPOCH_MIN_WIDTH, Z_DEFAULT, epoch_wise_peak, peaks_table
 from robustcnn.results import RunFolder, to_jsonable, write_table
 from robustcnn.sweep import Executor, SweepStore, run_sweep
 from robustcnn.train import TrainConfig, resolve_device
@@ -73,13 +73,16 @@ class SweepStudyConfig:
     sample_width: int | None = None  # the width of the sample-wise sweep (default: the model's own)
     rff: RFFSweep | None = None
     fit_threshold: float = 0.99  # memorization: the first epoch with train accuracy >= this "fits"
-    peak_min_height: float = 0.01
+    peak_z: float = Z_DEFAULT  # a peak clears both side minima by more than this many standard errors
+    peak_min_epochs: int = EPOCH_MIN_WIDTH  # epoch-wise: the raised region spans at least this many epochs
 
     def __post_init__(self) -> None:
         if not self.seeds:
             raise UsageError("give at least one seed")
         if self.workers < 1:
             raise UsageError("workers must be at least 1")
+        if not self.peak_z > 0 or self.peak_min_epochs < 1:
+            raise UsageError("peak_z must be > 0 and peak_min_epochs at least 1")
 
 
 # ------------------------------------------------------------------ points
@@ -118,13 +121,16 @@ def run_point(point: dict[str, Any]) -> dict[str, Any]:
     _, result = fit(model_spec, data, seed=point["seed"], device=device, progress=False)
     h = result.history
     return {"history": h.drop(columns=["seconds", "eval_seconds"]).to_dict("records"),
-            "train_seconds": float(h["seconds"].sum())}
+            "train_seconds": float(h["seconds"].sum()), "test_n": len(data.y_test)}
 
 
 # ------------------------------------------------------------------ tables
 def point_tables(points: list[dict[str, Any]], records: list[dict[str, Any]], fit_threshold: float
                  ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(one row per point, per-epoch history, per-point cost); the first two depend only on the configs."""
+    """(one row per point, per-epoch history, per-point cost); the first two depend only on the configs.
+
+    train_accuracy, the gap and epochs_to_fit are eval mode (the history's train_accuracy, on train_eval_n
+    examples); best_epoch is the best validation epoch, NaN for points trained without a validation split."""
     rows, histories, cost = [], [], []
     for p, r in zip(points, records):
         h = pd.DataFrame(r["history"])
@@ -134,9 +140,9 @@ def point_tables(points: list[dict[str, Any]], records: list[dict[str, Any]], fi
         rows.append({**key, "train_accuracy": final["train_accuracy"], "test_accuracy": final["test_accuracy"],
                      "train_error": 1 - final["train_accuracy"], "test_error": 1 - final["test_accuracy"],
                      "gap": final["train_accuracy"] - final["test_accuracy"], "train_loss": final["train_loss"],
-                     "test_loss": final["test_loss"], "epochs": len(h),
-                     "best_epoch": int(h.loc[h["test_accuracy"].idxmax(), "epoch"]),
-                     "best_test_accuracy": h["test_accuracy"].max(),
+                     "test_loss": final["test_loss"], "train_accuracy_running": final["train_accuracy_running"],
+                     "val_accuracy": final.get("val_accuracy", np.nan), "train_eval_n": final["train_eval_n"],
+                     "epochs": len(h), "best_epoch": _best_validation_epoch(h),
                      "epochs_to_fit": int(h.loc[fitted[0], "epoch"]) if len(fitted) else np.nan})
         histories.append(h.assign(**key))
         cost.append({**key, "point_id": r["point_id"], "train_seconds": r["train_seconds"],
@@ -147,9 +153,18 @@ def point_tables(points: list[dict[str, Any]], records: list[dict[str, Any]], fi
     return pd.DataFrame(rows), history, pd.DataFrame(cost)
 
 
+def _best_validation_epoch(h: pd.DataFrame) -> float:
+    """The epoch the trainer selects (first maximum of its validation monitor); NaN without a validation split."""
+    monitor = next((c for c in ("robust_val_accuracy", "val_accuracy") if c in h and h[c].notna().any()), None)
+    return float(h.loc[h[monitor].idxmax(), "epoch"]) if monitor else np.nan
+
+
 def summarize(per_point: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std over seeds (std is 0 for a single seed), with the seeds listed."""
-    metrics = ["train_accuracy", "test_accuracy", "train_error", "test_error", "gap", "epochs_to_fit", "best_epoch"]
+    """Mean and std over seeds (std is 0 for a single seed), with the seeds listed. Accuracies of the train
+    split are eval mode; best_epoch is NaN for arms without a validation split."""
+    metrics = ["train_accuracy", "test_accuracy", "train_error", "test_error", "gap", "epochs_to_fit",
+               "train_accuracy_running"]
+    metrics += [m for m in ("val_accuracy", "best_epoch") if m in per_point and per_point[m].notna().any()]
     grouped = per_point.groupby(["sweep", "variant", "x"], sort=False)
     mean, std = grouped[metrics].mean(), grouped[metrics].std(ddof=0).fillna(0.0)
     out = mean.add_suffix("_mean").join(std.add_suffix("_std")).reset_index()
@@ -157,28 +172,14 @@ def summarize(per_point: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def peaks_table(summary: pd.DataFrame, rff: pd.DataFrame | None, min_height: float) -> pd.DataFrame:
-    rows = []
-    sweeps = [(s, g) for s, g in summary.groupby("sweep", sort=False) if s in ("model-wise", "sample-wise")]
-    series = [(s, g["x"].astype(float), g["test_error_mean"], g["train_error_mean"], 0.01) for s, g in sweeps]
-    if rff is not None and len(rff):
-        # min-norm least squares interpolates in squared loss only at N >= n: the threshold uses train MSE
-        series.append(("rff", rff["features"], rff["test_error"], rff["train_mse"], 1e-3))
-    for name, x, test, train, tol in series:
-        p = find_peak(x, test, train, min_height=min_height, tol=tol)
-        rows.append({"sweep": name, **dataclasses.asdict(p)})
-    return pd.DataFrame(rows, columns=["sweep", "interpolation_threshold", "peak_at", "peak_test_error",
-                                       "left_min_test_error", "right_min_test_error"])
+def held_out_size(cfg: SweepStudyConfig, records: list[dict[str, Any]]) -> int:
+    """n_test of the binomial term: from the point records (`test_n`) when they carry it, else the dataset's."""
+    sizes = {int(r["test_n"]) for r in records if r.get("test_n") is not None}
+    if sizes:
+        return min(sizes)  # one test set per study; the smallest is the conservative choice if they ever differ
+    from robustcnn.data import load_dataset
 
-
-def epoch_wise_peak(history: pd.DataFrame, width: int, min_height: float) -> pd.DataFrame:
-    """Epoch-wise double descent: test error per epoch of the widest model (mean over seeds), smoothed by a
-    centred running median over 15 epochs so that a one-epoch optimizer spike does not count as a peak."""
-    h = history[(history["sweep"] == "model-wise") & (history["x"] == width)]
-    curve = h.groupby("epoch", as_index=False)[["train_accuracy", "test_accuracy"]].mean()
-    smooth = (1 - curve[["train_accuracy", "test_accuracy"]]).rolling(15, center=True, min_periods=1).median()
-    p = find_peak(curve["epoch"], smooth["test_accuracy"], smooth["train_accuracy"], min_height=min_height)
-    return pd.DataFrame([{"sweep": f"epoch-wise (width={width})", **dataclasses.asdict(p)}])
+    return len(load_dataset(cfg.data.dataset, root=cfg.data.data_root).y_test)
 
 
 def rff_point_from_spec(point: dict[str, Any]) -> dict[str, Any]:
@@ -233,11 +234,13 @@ def run_sweep_study(cfg: SweepStudyConfig, out: str | Path = "results", *, progr
         if rff is not None:
             write_table(run.path, "rff", rff, title="Random Fourier features, min-norm least squares")
         if cfg.study == SweepStudy.DOUBLE_DESCENT:
-            rff_mean = rff.groupby("features", as_index=False).mean(numeric_only=True) if rff is not None else None
-            peaks = peaks_table(summary, rff_mean, cfg.peak_min_height)
+            n_test = held_out_size(cfg, records)
+            peaks = peaks_table(per_point if points else None, rff, n_test, z=cfg.peak_z)
             if points and cfg.widths:
-                peaks = pd.concat([peaks, epoch_wise_peak(history, max(cfg.widths), cfg.peak_min_height)])
-            write_table(run.path, "peaks", peaks, title="Peaks")
+                peaks = pd.concat([peaks, epoch_wise_peak(history, max(cfg.widths), n_test, z=cfg.peak_z,
+                                                          min_width=cfg.peak_min_epochs)], ignore_index=True)
+            write_table(run.path, "peaks", peaks, title=f"Peaks (significant: > {cfg.peak_z:g} standard errors above "
+                        f"both side minima; n_test = {n_test})")
     return run.final_path
 
 
@@ -280,10 +283,11 @@ def default_config(study: SweepStudy) -> SweepStudyConfig:
         variants = [arm("none"), arm("dropout 0.5", dropout=0.5),
                     arm("weight decay 5e-4", train=dataclasses.replace(base, weight_decay=5e-4)),
                     arm("augmentation", train=dataclasses.replace(base, crop_padding=1)),
-                    arm("early stopping", train=dataclasses.replace(base, early_stopping=10)),
+                    arm("early stopping", train=dataclasses.replace(base, early_stopping=10, val_fraction=0.1)),
                     arm("batch norm", batchnorm=True)]
         return SweepStudyConfig(study=study, name="generalization-cpu", data=DataSpec("digits", train_subset=300),
-                                description="train/test gap of cnn5 (k=8) on 300 digits under each regularizer",
+                                description="train/test gap of cnn5 (k=8) on 300 digits under each regularizer; "
+                                            "the early-stopping arm trains on 90 % of them and stops on the other 10 %",
                                 seeds=[0, 1, 2], variants=variants)
     return SweepStudyConfig(
         study=study, name="overfitting-cpu", data=DataSpec("digits", train_subset=300),

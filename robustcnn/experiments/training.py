@@ -4,10 +4,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
+
 from robustcnn.experiments.common import DataCache, DataSpec, ModelSpec, fit, save_training
 from robustcnn.report import redraw
 from robustcnn.results import RunFolder, write_table
-from robustcnn.train import TrainConfig, resolve_device
+from robustcnn.train import TrainConfig, TrainResult, resolve_device
 
 
 @dataclass(frozen=True)
@@ -27,11 +29,19 @@ def run_train(config: TrainRunConfig, out: str | Path = "results", *, progress: 
                    on_finish=lambda path: redraw(path, kind="train")) as run:
         model, result = fit(config.model, data, seed=config.seed, device=device, progress=progress)
         save_training(run.path, config.model.name, result, checkpoints=config.checkpoints, table="history")
-        final = result.history.iloc[-1]
-        summary = {"model": config.model.name, "dataset": data.name, "epochs": len(result.history),
-                   "train_accuracy": final["train_accuracy"], "test_accuracy": final["test_accuracy"],
-                   "best_test_accuracy": result.history["test_accuracy"].max(), "best_epoch": result.best_epoch,
-                   "seconds_per_epoch": result.history["seconds"].mean()}
-        import pandas as pd
-        write_table(run.path, "summary", pd.DataFrame([summary]), title="Summary")
+        write_table(run.path, "summary", pd.DataFrame([summary_row(config, data.name, result)]), title="Summary")
     return run.path
+
+
+def summary_row(config: TrainRunConfig, dataset: str, result: TrainResult) -> dict:
+    """The run's one-line summary. train_accuracy is eval mode on train_eval_n training examples; best_epoch
+    (and the test accuracy reported at it) comes from the validation split only, NaN without one."""
+    h = result.history
+    final = h.iloc[-1]
+    at_best = h.loc[h["epoch"] == result.best_epoch, "test_accuracy"]
+    return {"model": config.model.name, "dataset": dataset, "epochs": len(h),
+            "train_accuracy": final["train_accuracy"], "train_eval_n": int(final["train_eval_n"]),
+            "val_accuracy": final.get("val_accuracy", float("nan")), "test_accuracy": final["test_accuracy"],
+            "monitor": result.monitor or "", "best_epoch": result.best_epoch or float("nan"),
+            "test_accuracy_at_best": at_best.iloc[0] if len(at_best) else float("nan"),
+            "seconds_per_epoch": h["seconds"].mean()}

@@ -11,7 +11,7 @@ from robustcnn.data import CHANNELS, CLASS_NAMES, IMAGEFOLDER_PREFIX, NATIVE_SIZ
 from robustcnn.errors import UsageError, check_choice
 
 # Import the families so their factories register themselves.
-from robustcnn.models import alexnet, cnn5, lenet, mlp, resnet  # noqa: E402,F401
+from robustcnn.models import alexnet, cnn5, lenet, mlp, neocognitron, perceptron, resnet  # noqa: E402,F401
 from robustcnn.models.common import MODELS, Classifier, count_parameters, register_model
 
 __all__ = ["MODELS", "Classifier", "count_parameters", "create_model", "describe_models", "list_models",
@@ -28,13 +28,20 @@ def model_input_size(name: str) -> int | None:
     return MODELS.get(name).meta.get("input_size")
 
 
-def create_model(name: str, *, dataset: str | DataBundle = "digits", **kwargs: Any) -> Classifier:
-    """Build a registered model for a dataset: channels, classes, input size and normalization follow it.
+def create_model(name: str, *, dataset: str | DataBundle | None = None, pretrained: str | None = None,
+                 **kwargs: Any) -> Classifier:
+    """Build a registered model for a dataset (default digits): channels, classes, input size and normalization
+    follow it.
 
     kwargs go to the factory (e.g. width=16 for the width-scalable families); in_channels, num_classes,
     input_size, mean and std may be given to override what the dataset implies.
+    pretrained: a shipped tag ("mnist", "mnist-pgd", ...; robustcnn.zoo): the architecture the weights were
+    trained as, their state_dict loaded after checking its sha256, returned in eval mode.
     """
     entry = MODELS.get(name)
+    if pretrained is not None:
+        return _pretrained(name, pretrained, dataset, kwargs)
+    dataset = "digits" if dataset is None else dataset
     if isinstance(dataset, DataBundle):
         mean, std = dataset.channel_stats()
         implied: dict[str, Any] = dict(in_channels=dataset.channels, num_classes=dataset.num_classes, mean=mean, std=std)
@@ -53,6 +60,17 @@ def create_model(name: str, *, dataset: str | DataBundle = "digits", **kwargs: A
         raise UsageError(f"{name}: bad model argument ({err})") from err
     model.model_name = name
     return model
+
+
+def _pretrained(name: str, tag: str, dataset: str | DataBundle | None, kwargs: dict[str, Any]) -> Classifier:
+    from robustcnn.model_files import load_weights_into
+    from robustcnn.zoo import find_pretrained, pretrained_path, pretrained_state
+
+    entry = find_pretrained(name, tag)
+    model = create_model(name, dataset=entry["dataset"] if dataset is None else dataset,
+                         **{**entry.get("model_args", {}), **kwargs})
+    load_weights_into(model, pretrained_state(entry), pretrained_path(entry))
+    return model.eval()
 
 
 def describe_models(pattern: str = "*", dataset: str = "mnist") -> list[dict[str, Any]]:

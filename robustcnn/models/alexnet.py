@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 import torch.nn as nn
 
 from robustcnn.models.common import Classifier, keras_init, register_model
@@ -26,7 +27,10 @@ class AlexNetCIFAR(Classifier):
             nn.MaxPool2d(3, 2, padding=1),
             nn.Flatten(),
         )
-        n_features = features(__import__("torch").zeros(1, in_channels, input_size, input_size)).shape[1]
+        # a shape probe in eval mode without autograd: it must not touch BatchNorm's running statistics
+        with torch.no_grad():
+            n_features = features.eval()(torch.zeros(1, in_channels, input_size, input_size)).shape[1]
+        features.train()
         self.body = nn.Sequential(
             *features,
             nn.Linear(n_features, 4096), nn.ReLU(), nn.Dropout(dropout),

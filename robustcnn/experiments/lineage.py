@@ -1,0 +1,163 @@
+"""`robustcnn study lineage`: the classic CNN story side by side on one dataset. Rosenblatt's perceptron (1958),
+Fukushima's Neocognitron (1980, no backpropagation), the seed's LeNet-5 and LeCun et al.'s LeNet-5 (1998),
+and alexnet_cifar (2012) where a config asks for it: year, parameters, training rule, training seconds,
+clean test accuracy and FGSM/PGD robust accuracy, plus the anatomy (kernels and feature maps, clean beside
+adversarial) of every model that has convolution or pooling layers.
+
+Defaults: the CPU profile on scikit-learn's digits at 28x28; studies/lineage-mnist.toml is the MNIST profile.
+Every model sees the data at the same size (its fixed input size, else `image_size`), so one epsilon means one
+thing across the table.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from robustcnn.data import DataBundle, load_dataset
+from robustcnn.errors import UsageError
+from robustcnn.experiments.adversarial import EvaluationConfig
+from robustcnn.experiments.common import DataSpec, ModelSpec, fit, save_training
+from robustcnn.learning_rules import learning_rule_of
+from robustcnn.models import count_parameters, model_input_size
+from robustcnn.report import redraw
+from robustcnn.results import RunFolder, atomic_write_bytes, write_table
+from robustcnn.train import TrainConfig, resolve_device
+
+try:  # the evaluation harness moved out of the adversarial study; either home serves
+    from robustcnn.evaluation import evaluate_model
+except ImportError:  # pragma: no cover
+    from robustcnn.experiments.adversarial import evaluate_model
+
+YEARS = {"perceptron": 1958, "neocognitron": 1980, "lenet5": 1998, "lenet5_1998": 1998, "alexnet_cifar": 2012}
+
+
+def _default_models() -> list[ModelSpec]:
+    # digits (1,297 training images) at 28x28: each trains in seconds to a minute on 2 cores
+    return [
+        ModelSpec("perceptron", train=TrainConfig(epochs=20, batch_size=32)),
+        ModelSpec("neocognitron", train=TrainConfig(epochs=2, batch_size=64)),
+        ModelSpec("lenet5", train=TrainConfig(epochs=15, batch_size=32, lr=3e-3)),
+        ModelSpec("lenet5_1998", train=TrainConfig(epochs=20, batch_size=32, schedule="cosine")),
+    ]
+
+
+def _default_evaluation() -> EvaluationConfig:
+    return EvaluationConfig(epsilons=[0.0, 0.05, 0.1, 0.15, 0.2, 0.3], n_examples=500, gallery=0)
+
+
+@dataclass(frozen=True)
+class LineageStudyConfig:
+    """anatomy_index: the test image whose feature maps are drawn for every CNN (-1: no anatomy figures);
+    anatomy_epsilon: the PGD epsilon of its adversarial example (L-inf, fraction of the pixel range)."""
+
+    name: str = "digits-cpu"
+    description: str = "perceptron, neocognitron, lenet5 and lenet5_1998 on scikit-learn digits (28x28)"
+    data: DataSpec = field(default_factory=DataSpec)
+    image_size: int = 28
+    seed: int = 0
+    device: str = "auto"
+    checkpoints: bool = True
+    models: list[ModelSpec] = field(default_factory=_default_models)
+    evaluation: EvaluationConfig = field(default_factory=_default_evaluation)
+    anatomy_index: int = 0
+    anatomy_epsilon: float = 0.1
+
+    def __post_init__(self) -> None:
+        names = [m.name for m in self.models]
+        if not names or len(set(names)) != len(names):
+            raise UsageError(f"models need distinct names, got {names}")
+        if self.image_size < 8:
+            raise UsageError(f"image_size must be at least 8, got {self.image_size}")
+        if not 0 <= self.anatomy_epsilon <= 1:
+            raise UsageError(f"anatomy_epsilon must be in [0, 1] (a fraction of the pixel range), got "
+                             f"{self.anatomy_epsilon}")
+
+
+def _data_for(config: LineageStudyConfig, arch: str, device: torch.device, cache: dict[int, DataBundle]) -> DataBundle:
+    size = model_input_size(arch) or config.image_size
+    if size not in cache:
+        s = config.data
+        cache[size] = load_dataset(s.dataset, root=s.data_root, image_size=size, train_subset=s.train_subset,
+                                   label_noise=s.label_noise, uniform_noise=s.uniform_noise, corruption=s.corruption,
+                                   seed=config.seed, device=device)
+    return cache[size]
+
+
+def _rule(model: torch.nn.Module, spec: ModelSpec) -> str:
+    rule = learning_rule_of(model)
+    if rule != "backpropagation":
+        return rule
+    t = spec.train
+    return f"backpropagation ({getattr(t.optimizer, 'value', t.optimizer)}, {t.epochs} epochs, batch {t.batch_size})"
+
+
+def _anatomy_arrays(model: torch.nn.Module, data: DataBundle, config: LineageStudyConfig) -> tuple | None:
+    """The anatomy of test image anatomy_index and of its PGD-40 example, or None for a model without conv/pool."""
+    from robustcnn.anatomy import anatomy_arrays, shown_layers
+    from robustcnn.perturb import pgd_linf
+
+    if config.anatomy_index < 0 or not shown_layers(model):
+        return None
+    if config.anatomy_index >= len(data.y_test):
+        raise UsageError(f"anatomy_index {config.anatomy_index} is outside the test set ({len(data.y_test)} images)")
+    i, eps = config.anatomy_index, config.anatomy_epsilon
+    x, y = data.x_test[i:i + 1], data.y_test[i:i + 1]
+    x_adv = pgd_linf(model, x, y, epsilon=eps, steps=40, step_size=2.5 * eps / 40,
+                     generator=torch.Generator().manual_seed(config.seed))
+    arrays, growth = anatomy_arrays(model, x, x_adv)
+    with torch.no_grad():
+        preds = model(torch.cat([x, x_adv])).argmax(1).tolist()
+    arrays.update(label=np.array(int(y)), clean_pred=np.array(preds[0]), adv_pred=np.array(preds[1]),
+                  epsilon=np.array(eps), class_names=np.array(data.class_names))
+    return arrays, growth
+
+
+def run_lineage_study(config: LineageStudyConfig, out: str | Path = "results", *, progress: bool | None = None) -> Path:
+    """Train every model of the config by its own rule, evaluate each, write `<out>/lineage/<run-id>/`."""
+    device = resolve_device(config.device)
+    ev = config.evaluation
+    cache: dict[int, DataBundle] = {}
+    with RunFolder(out, "lineage", config=config, seed=config.seed, device=str(device),
+                   on_finish=lambda path: redraw(path, kind="lineage")) as run:
+        rows, evaluations, growth = [], [], []
+        for spec in config.models:
+            data = _data_for(config, spec.architecture, device, cache)
+            model, trained = fit(spec, data, seed=config.seed, device=device, progress=progress)
+            save_training(run.path, spec.name, trained, checkpoints=config.checkpoints)
+            e = evaluate_model(model, data, name=spec.name, attacks=ev.attacks, epsilons=ev.epsilons,
+                               n_examples=ev.n_examples, batch_size=ev.batch_size, lint=ev.lint,
+                               lint_examples=ev.lint_examples, seed=config.seed)
+            evaluations.append(e)
+            robust = e.robust[e.robust["epsilon"] == max(ev.epsilons)].set_index("attack")["robust_accuracy"]
+            clean = e.clean.set_index("split")["accuracy"]
+            rows.append({"model": spec.name, "architecture": spec.architecture,
+                         "year": YEARS.get(spec.architecture, ""), "input": f"{data.channels}x{data.image_size}x"
+                         f"{data.image_size}", "parameters": count_parameters(model, trainable_only=False),
+                         "training_rule": _rule(model, spec), "train_seconds": float(trained.history["seconds"].sum()),
+                         "train_accuracy": clean.get("train"), "test_accuracy": clean.get("test"),
+                         **{f"{a}_eps{max(ev.epsilons):g}": v for a, v in robust.items()}})
+            anat = _anatomy_arrays(model, data, config)
+            if anat is not None:
+                arrays, table = anat
+                growth.append(table.assign(model=spec.name))
+                buf = io.BytesIO()
+                np.savez_compressed(buf, **arrays)
+                atomic_write_bytes(run.path / "data" / f"anatomy__{spec.name}.npz", buf.getvalue())
+        write_table(run.path, "lineage", pd.DataFrame(rows), title="Lineage: clean accuracy on the whole test split, "
+                    f"robust accuracy at the largest epsilon on the first {ev.n_examples} test images")
+        for table, title in (("robust", "Robust accuracy"), ("clean", "Clean accuracy"), ("lint", "Evaluation lint"),
+                             ("cost", "Attack cost")):
+            df = pd.concat([getattr(e, table) for e in evaluations], ignore_index=True)
+            name = {"robust": "robust_accuracy", "clean": "clean_accuracy", "cost": "attack_cost"}.get(table, table)
+            write_table(run.path, name, df, title=title)
+        if growth:
+            df = pd.concat(growth, ignore_index=True)
+            write_table(run.path, "anatomy", df[["model", *[c for c in df.columns if c != "model"]]],
+                        title=f"Relative change of each layer's output under PGD-40 (eps {config.anatomy_epsilon:g}), "
+                              f"test image {config.anatomy_index}")
+    return run.path

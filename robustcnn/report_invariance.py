@@ -1,0 +1,142 @@
+"""Figures and report.md of `study invariance` runs, from the run folder's tables and data/gallery.npz only
+(no torch). Registered under the kind "invariance" when robustcnn.report is imported."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from robustcnn.report import header, read_table, reporter, save_figure, table_section
+
+
+def plot_transform_curves(acc: pd.DataFrame, cons: pd.DataFrame) -> plt.Figure:
+    """Row 1: accuracy vs magnitude, one panel per transformation, a line per model (solid: random draw,
+    dashed: worst case). Row 2: consistency under two random draws."""
+    transforms = list(dict.fromkeys(acc["transform"]))
+    models = list(dict.fromkeys(acc["model"]))
+    fig, axes = plt.subplots(2, len(transforms), figsize=(3.6 * len(transforms), 6.6), squeeze=False)
+    for col, t in enumerate(transforms):
+        ax, ax2 = axes[0, col], axes[1, col]
+        for (model, mode), g in acc[acc["transform"] == t].groupby(["model", "mode"], sort=False):
+            ax.plot(g["magnitude"], g["accuracy"], marker="o", ms=3, color=f"C{models.index(model)}",
+                    ls="-" if mode == "random" else "--", label=f"{model} ({mode})")
+        part = cons[cons["transform"] == t] if len(cons) else cons
+        for model, g in part.groupby("model", sort=False) if len(part) else []:
+            ax2.plot(g["magnitude"], g["consistency"], marker="o", ms=3, color=f"C{models.index(model)}", label=model)
+        unit = acc.loc[acc["transform"] == t, "unit"].iloc[0]
+        ax.set(title=t, ylim=(-0.02, 1.02), ylabel="accuracy" if col == 0 else None)
+        ax2.set(xlabel=unit, ylim=(-0.02, 1.02), ylabel="consistency" if col == 0 else None)
+        if not len(part):
+            ax2.text(0.5, 0.5, "deterministic:\nconsistency 1 by definition", ha="center", va="center",
+                     transform=ax2.transAxes, fontsize=8)
+        for a in (ax, ax2):
+            a.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=6)
+    fig.suptitle("accuracy vs magnitude (solid: one random draw per image, dashed: worst case) and consistency")
+    fig.tight_layout()
+    return fig
+
+
+def plot_shift_grid(grid: pd.DataFrame) -> plt.Figure:
+    """Accuracy for every shift (dx, dy), one panel per model."""
+    models = list(dict.fromkeys(grid["model"]))
+    fig, axes = plt.subplots(1, len(models), figsize=(3.3 * len(models), 3.2), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        wide = grid[grid["model"] == model].pivot(index="dy", columns="dx", values="accuracy")
+        im = ax.imshow(wide.to_numpy(), vmin=0, vmax=1, cmap="viridis", origin="upper",
+                       extent=[wide.columns.min() - 0.5, wide.columns.max() + 0.5, wide.index.max() + 0.5,
+                               wide.index.min() - 0.5])
+        ax.set(title=model, xlabel="dx (pixels, + = right)", ylabel="dy (pixels, + = down)")
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="accuracy")
+    return fig
+
+
+def plot_corruption_heatmap(acc: pd.DataFrame, clean: pd.DataFrame) -> plt.Figure:
+    """Model x corruption: accuracy averaged over the severities, the clean accuracy in the first column."""
+    mean = acc.groupby(["model", "corruption"], sort=False)["accuracy"].mean().unstack()
+    mean = mean[list(dict.fromkeys(acc["corruption"]))].loc[list(dict.fromkeys(acc["model"]))]
+    mean.insert(0, "clean", mean.index.map(dict(zip(clean["model"], clean["accuracy"]))))
+    fig, ax = plt.subplots(figsize=(0.62 * mean.shape[1] + 2, 0.5 * mean.shape[0] + 1.8))
+    ax.imshow(mean.to_numpy(), vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
+    for (i, j), v in np.ndenumerate(mean.to_numpy()):
+        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(mean.shape[1]), mean.columns, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(mean.shape[0]), mean.index, fontsize=8)
+    ax.set_title(f"accuracy per corruption (mean over severities {', '.join(map(str, sorted(acc['severity'].unique())))})")
+    return fig
+
+
+def _show(ax: plt.Axes, img: np.ndarray, title: str) -> None:
+    img = np.transpose(img, (1, 2, 0))
+    ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
+    ax.set_title(title, fontsize=7)
+    ax.axis("off")
+
+
+def plot_corruption_gallery(npz: dict[str, np.ndarray]) -> plt.Figure:
+    names, sev = [str(c) for c in npz["corruptions"]], npz["severities"]
+    fig, axes = plt.subplots(len(names), len(sev) + 1, figsize=(1.3 * (len(sev) + 1), 1.35 * len(names)), squeeze=False)
+    for i, name in enumerate(names):
+        _show(axes[i, 0], npz["clean"], f"{name}\nclean" if i == 0 else name)
+        for j, s in enumerate(sev):
+            _show(axes[i, j + 1], npz["corrupted"][i, j], f"severity {s}" if i == 0 else "")
+    return fig
+
+
+def plot_transform_gallery(npz: dict[str, np.ndarray]) -> plt.Figure:
+    names = [str(t) for t in npz["transforms"]]
+    width = max(len(npz[f"magnitudes__{t}"]) for t in names)
+    fig, axes = plt.subplots(len(names), width, figsize=(1.3 * width, 1.45 * len(names)), squeeze=False)
+    for i, t in enumerate(names):
+        for j in range(width):
+            ax = axes[i, j]
+            if j < len(npz[f"magnitudes__{t}"]):
+                _show(ax, npz[f"transformed__{t}"][j], f"{t} {npz[f'magnitudes__{t}'][j]:g}")
+            else:
+                ax.axis("off")
+    return fig
+
+
+@reporter("invariance")
+def report_invariance(run_dir: Path) -> str:
+    names = ("clean_accuracy", "transform_accuracy", "consistency", "shift_grid", "corruption_accuracy",
+             "corruption_summary", "corruption_errors", "claims")
+    clean, acc, cons, grid, corr, summary, errors, claims = (read_table(run_dir, n) for n in names)
+    figs = [("accuracy vs magnitude", save_figure(plot_transform_curves(acc, cons), run_dir, "transform_accuracy")),
+            ("accuracy for every shift", save_figure(plot_shift_grid(grid), run_dir, "shift_grid")),
+            ("corruption heatmap", save_figure(plot_corruption_heatmap(corr, clean), run_dir, "corruptions"))]
+    gallery = run_dir / "data" / "gallery.npz"
+    if gallery.exists():
+        with np.load(gallery) as npz:
+            arrays = dict(npz)
+        figs += [("corruptions at each severity", save_figure(plot_corruption_gallery(arrays), run_dir,
+                                                              "corruption_gallery")),
+                 ("transformations at each magnitude", save_figure(plot_transform_gallery(arrays), run_dir,
+                                                                   "transform_gallery"))]
+    n = int(clean["n"].iloc[0])
+    lines = header(run_dir, "Invariance study: shifts, deformations, noise and common corruptions")
+    lines += [f"All numbers on the first n={n} test images; every model sees the same transformed and corrupted "
+              "images. `random`: one transformation per image drawn within the magnitude; `worst`: correct under "
+              "every grid point (or every one of k draws, see `method`).", ""]
+    lines += table_section(run_dir, "claims", "The seed's claims, model by model (minus_baseline: paired accuracy "
+                           "difference to the baseline on the same images, 95 % interval)", claims)
+    ref = summary["reference"].iloc[0] if len(summary) else ""
+    lines += table_section(run_dir, "corruption_summary", "Common corruptions: mean accuracy and mCE" +
+                           (f" (reference model: {ref})" if isinstance(ref, str) and ref else ""), summary)
+    wide = acc.pivot_table(index=["model", "mode"], columns=["transform", "magnitude"], values="accuracy", sort=False)
+    wide.columns = [f"{t} {m:g}" for t, m in wide.columns]
+    lines += table_section(run_dir, "transform_accuracy", "Accuracy under transformations", wide.reset_index())
+    if len(cons):
+        cw = cons.pivot_table(index="model", columns=["transform", "magnitude"], values="consistency", sort=False)
+        cw.columns = [f"{t} {m:g}" for t, m in cw.columns]
+        lines += table_section(run_dir, "consistency", "Consistency under two random draws (Zhang 2019)", cw.reset_index())
+    cwide = corr.pivot_table(index=["corruption"], columns=["model", "severity"], values="accuracy", sort=False)
+    cwide.columns = [f"{m} s{s}" for m, s in cwide.columns]
+    lines += table_section(run_dir, "corruption_accuracy", "Accuracy per corruption and severity", cwide.reset_index())
+    lines += table_section(run_dir, "corruption_errors", "Corruption errors against the reference", errors)
+    lines += table_section(run_dir, "clean_accuracy", "Clean accuracy", clean)
+    for title, path in figs:
+        lines += [f"## {title.capitalize()}", "", f"![{title}]({path})", ""]
+    return "\n".join(lines)

@@ -1,0 +1,154 @@
+"""Figures and report.md of `study lineage` and `robustcnn anatomy` runs, from the run folder's tables and
+data/anatomy*.npz only (no torch). Registered under the kinds "lineage" and "anatomy" when robustcnn.report
+is imported.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from robustcnn.report import header, plot_robust_curves, read_table, reporter, save_figure, subplots, table_section
+
+MAX_COLUMNS = 8  # feature maps shown per layer
+
+
+def mosaic(maps: np.ndarray, cols: int, gap: int = 1) -> np.ndarray:
+    """(K, H, W) -> one (rows*(H+gap), cols*(W+gap)) image, NaN between tiles (drawn blank)."""
+    k, h, w = maps.shape
+    rows = -(-k // cols)
+    out = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap), np.nan)
+    for i in range(k):
+        r, c = divmod(i, cols)
+        out[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = maps[i]
+    return out
+
+
+def _show(ax, img: np.ndarray, **kw) -> None:
+    ax.imshow(np.ma.masked_invalid(img), interpolation="nearest", **kw)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def plot_kernels(kernels: np.ndarray, title: str) -> Figure:
+    """First-layer kernels (out, in, k, k) in one mosaic on one symmetric colour scale (mean over input planes
+    when there are several; RGB kernels each stretched to [0,1])."""
+    out, planes = kernels.shape[:2]
+    cols = min(out, 16)
+    fig, ax = subplots(figsize=(min(12.0, 0.55 * cols + 1), 0.55 * -(-out // cols) + 0.8))
+    if planes == 3:
+        span = np.ptp(kernels, axis=(1, 2, 3), keepdims=True)
+        rgb = (kernels - kernels.min(axis=(1, 2, 3), keepdims=True)) / np.where(span > 0, span, 1)
+        _show(ax, np.nan_to_num(np.stack([mosaic(rgb[:, c], cols) for c in range(3)], -1), nan=1.0))
+        scale = "each kernel stretched to [0,1]"
+    else:
+        limit = float(np.abs(kernels).max()) or 1.0
+        _show(ax, mosaic(kernels.mean(1), cols), cmap="RdBu_r", vmin=-limit, vmax=limit)
+        scale = f"colour scale +-{limit:.3g}" + ("" if planes == 1 else f", mean over {planes} input planes")
+    ax.set_title(f"{title}: {out} first-layer kernels {kernels.shape[2]}x{kernels.shape[3]} ({scale})", fontsize=8)
+    return fig
+
+
+def plot_feature_maps(npz: dict[str, np.ndarray], title: str) -> Figure:
+    """Per layer three rows: clean maps, adversarial maps (one colour scale shared by both, per layer) and
+    their difference (a symmetric scale per layer). The input comes first."""
+    names, kinds = list(npz["names"]), list(npz["kinds"])
+    blocks = [(n, k, npz[f"maps__{i}"], npz[f"adv__{i}"]) for i, (n, k) in enumerate(zip(names, kinds))]
+    fig, axes = subplots(len(blocks) + 1, 3, figsize=(12, 1.9 * (len(blocks) + 1)), squeeze=False)
+    x, x_adv = npz["input"], npz["input_adv"]
+    for col, (img, label) in enumerate(((x, "input"), (x_adv, "adversarial input"))):
+        shown = img[0] if img.shape[0] == 1 else np.clip(img.transpose(1, 2, 0), 0, 1)
+        _show(axes[0, col], shown, cmap="gray", vmin=0, vmax=1)
+        axes[0, col].set_title(label, fontsize=8)
+    delta = (x_adv - x).mean(0)
+    spread = float(np.abs(delta).max()) or 1.0
+    _show(axes[0, 2], delta, cmap="RdBu_r", vmin=-spread, vmax=spread)
+    axes[0, 2].set_title(f"perturbation (+-{spread:.2g})", fontsize=8)
+    for row, (name, kind, clean, adv) in enumerate(blocks, start=1):
+        cols = min(MAX_COLUMNS, clean.shape[0])
+        low, high = float(min(clean.min(), adv.min())), float(max(clean.max(), adv.max()))
+        diff = adv - clean
+        spread = float(np.abs(diff).max()) or 1.0
+        _show(axes[row, 0], mosaic(clean, cols), cmap="viridis", vmin=low, vmax=high)
+        _show(axes[row, 1], mosaic(adv, cols), cmap="viridis", vmin=low, vmax=high)
+        _show(axes[row, 2], mosaic(diff, cols), cmap="RdBu_r", vmin=-spread, vmax=spread)
+        axes[row, 0].set_ylabel(f"{name}\n{kind}", fontsize=7)
+        axes[row, 0].set_title(f"clean, {clean.shape[0]} maps {clean.shape[1]}x{clean.shape[2]} "
+                               f"(scale {low:.2g}..{high:.2g})", fontsize=7)
+        axes[row, 1].set_title("adversarial (same scale)", fontsize=7)
+        axes[row, 2].set_title(f"difference (+-{spread:.2g})", fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_growth(growth: pd.DataFrame) -> Figure:
+    """Relative change ||f(x_adv) - f(x)|| / ||f(x)|| through the layers, one line per model."""
+    fig, ax = subplots(figsize=(7.5, 3.8))
+    for i, (model, g) in enumerate(growth.groupby("model", sort=False)):
+        ax.plot(range(len(g)), g["relative_change"], marker="o", color=f"C{i}", label=model)
+        if growth["model"].nunique() == 1:
+            ax.set_xticks(range(len(g)), [f"{n}\n{k}" for n, k in zip(g["layer"], g["kind"])], fontsize=6)
+    ax.set(xlabel="layer (input first)", ylabel="relative change under the attack", yscale="log",
+           title="where the adversarial perturbation grows")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def anatomy_section(run_dir: Path, npz_path: Path, model: str) -> list[str]:
+    """Kernels and feature-map figures for one model's data/anatomy*.npz."""
+    with np.load(npz_path) as f:
+        npz = {k: f[k] for k in f.files}
+    names = list(npz["class_names"])
+    label, clean, adv = (names[int(npz[k])] for k in ("label", "clean_pred", "adv_pred"))
+    title = (f"{model}: test image with label {label}, predicted {clean}; PGD eps {float(npz['epsilon']):g} "
+             f"-> predicted {adv}")
+    stem = npz_path.stem.replace("anatomy", "").strip("_")
+    suffix = f"_{stem}" if stem else ""
+    lines = [f"## Anatomy: {model}", "", title, ""]
+    if "kernels" in npz:
+        lines += [f"![kernels]({save_figure(plot_kernels(npz['kernels'], model), run_dir, 'kernels' + suffix)})", ""]
+    lines += [f"![feature maps]({save_figure(plot_feature_maps(npz, title), run_dir, 'feature_maps' + suffix)})", ""]
+    return lines
+
+
+@reporter("anatomy")
+def report_anatomy(run_dir: Path) -> str:
+    growth = read_table(run_dir, "anatomy")
+    model = str(growth["model"].iloc[0])
+    lines = header(run_dir, f"Anatomy: {model}")
+    lines += ["Feature maps after every convolution and pooling (S- and C-layers for the Neocognitron) for one test "
+              "image and its PGD example; each layer's clean and adversarial maps share one colour scale. The table "
+              "gives the relative L2 change of each layer's whole output.", ""]
+    lines += table_section(run_dir, "anatomy", "Growth of the perturbation through the layers", growth)
+    lines += [f"![growth]({save_figure(plot_growth(growth), run_dir, 'growth')})", ""]
+    return "\n".join(lines + anatomy_section(run_dir, run_dir / "data" / "anatomy.npz", model))
+
+
+@reporter("lineage")
+def report_lineage(run_dir: Path) -> str:
+    table, robust = read_table(run_dir, "lineage"), read_table(run_dir, "robust_accuracy")
+    lines = header(run_dir, "Lineage: perceptron -> Neocognitron -> LeNet-5")
+    lines += ["One dataset, each model trained by its own rule (no gradient for the perceptron and the Neocognitron). "
+              "Clean accuracy on the whole test split; robust accuracy on the first n test images (see the robust "
+              "table); attacks on the no-backprop models go through their differentiable forward pass (the lint's "
+              "gradient check says whether that is meaningful).", ""]
+    lines += table_section(run_dir, "lineage", "Side by side", table)
+    wide = robust.pivot_table(index=["model", "attack"], columns="epsilon", values="robust_accuracy", sort=False)
+    wide.columns = [f"eps={c:g}" for c in wide.columns]
+    lines += table_section(run_dir, "robust_accuracy", f"Robust accuracy (first n={int(robust['n'].iloc[0])} test "
+                           "images)", wide.reset_index())
+    lines += ["## Robust accuracy vs epsilon", "",
+              f"![robust]({save_figure(plot_robust_curves(robust), run_dir, 'robust_accuracy')})", ""]
+    if (run_dir / "tables" / "lint.csv").exists():
+        lines += table_section(run_dir, "lint", "Evaluation lint")
+    if (run_dir / "tables" / "anatomy.csv").exists():
+        growth = read_table(run_dir, "anatomy")
+        lines += table_section(run_dir, "anatomy", "Growth of the perturbation through the layers", growth)
+        lines += [f"![growth]({save_figure(plot_growth(growth), run_dir, 'growth')})", ""]
+    for npz_path in sorted((run_dir / "data").glob("anatomy__*.npz")):
+        lines += anatomy_section(run_dir, npz_path, npz_path.stem.split("__", 1)[1])
+    return "\n".join(lines)
