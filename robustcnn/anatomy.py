@@ -12,6 +12,7 @@ maps of one test image and its PGD example (data/anatomy.npz), the per-layer gro
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -120,7 +121,7 @@ def growth_table(layers: list[LayerMaps], x: torch.Tensor, x_adv: torch.Tensor) 
         clean, adv = layer.maps.float(), layer.adv_maps.float()
         rows.append({"layer": layer.name, "kind": layer.kind, "shape": "x".join(map(str, clean.shape[1:])),
                      "clean_norm": clean.norm().item(),
-                     "relative_change": (adv.norm() / clean.norm().clamp_min(1e-12)).item()})
+                     "relative_change": ((adv - clean).norm() / clean.norm().clamp_min(1e-12)).item()})
     return pd.DataFrame(rows)
 
 
@@ -141,6 +142,27 @@ def anatomy_arrays(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, *,
     return arrays, growth_table(layers, x.cpu(), x_adv.cpu())
 
 
+def anatomy_of_test_image(model: nn.Module, data: Any, index: int, *, epsilon: float, steps: int = 40,
+                          seed: int = 0) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Arrays for the anatomy figures (data/anatomy*.npz) and the growth table for test image `index` and its
+    PGD example (L-inf, `steps` steps of 2.5 * epsilon / steps from a seeded random start). Any study can call
+    it and draw the result with robustcnn.report_lineage.anatomy_section."""
+    from robustcnn.perturb import pgd_linf
+
+    n = len(data.y_test)
+    if not 0 <= index < n:
+        raise UsageError(f"test image index {index} is outside the test set ({n} images); choose 0..{n - 1}")
+    x, y = data.x_test[index:index + 1], data.y_test[index:index + 1]
+    x_adv = pgd_linf(model, x, y, epsilon=epsilon, steps=steps, step_size=2.5 * epsilon / steps,
+                     generator=torch.Generator().manual_seed(seed))
+    arrays, growth = anatomy_arrays(model, x, x_adv)
+    with torch.no_grad():
+        preds = model(torch.cat([x, x_adv])).argmax(1).tolist()
+    arrays.update(label=np.array(int(y)), clean_pred=np.array(preds[0]), adv_pred=np.array(preds[1]),
+                  epsilon=np.array(epsilon), class_names=np.array(data.class_names))
+    return arrays, growth
+
+
 def _model_for(model: str | nn.Module, data: Any, *, weights: str | Path | None, model_args: dict[str, Any],
                epochs: int, seed: int, device: torch.device, trust_pickle: bool) -> tuple[nn.Module, str]:
     """A zoo name without weights is trained here (TrainConfig(epochs=epochs)); anything else loads as given."""
@@ -151,6 +173,8 @@ def _model_for(model: str | nn.Module, data: Any, *, weights: str | Path | None,
     if isinstance(model, str) and model in MODELS and weights is None:
         seed_everything(seed)
         net = create_model(model, dataset=data, **model_args)
+        if not shown_layers(net):  # before training it: a model anatomy cannot show is an error now
+            anatomy(net, data.x_test[:1])
         result = train(net, data, TrainConfig(epochs=epochs), seed=seed, device=device, progress=False)
         return net, f"trained here for {len(result.history)} epoch(s), test accuracy " \
                     f"{result.history['test_accuracy'].iloc[-1]:.4f}"
@@ -172,10 +196,10 @@ def run_anatomy(model: str | nn.Module, *, dataset: str = "digits", weights: str
     from robustcnn.data import load_dataset
     from robustcnn.devices import resolve_device
     from robustcnn.models import MODELS, model_input_size
-    from robustcnn.perturb import pgd_linf
     from robustcnn.report import redraw
     from robustcnn.results import RunFolder, atomic_write_bytes, check_writable, write_table
 
+    started = time.perf_counter()
     check_epsilons([epsilon])
     check_writable(out)  # before any training: a bad --out must not cost the work
     dev = resolve_device(device)
@@ -191,18 +215,11 @@ def run_anatomy(model: str | nn.Module, *, dataset: str = "digits", weights: str
     net = net.to(dev).eval()
     if not shown_layers(net):
         anatomy(net, data.x_test[:1])  # raises the one-line error
-    x, y = data.x_test[index:index + 1], data.y_test[index:index + 1]
-    x_adv = pgd_linf(net, x, y, epsilon=epsilon, steps=steps, step_size=2.5 * epsilon / steps,
-                     generator=torch.Generator().manual_seed(seed))
-    arrays, growth = anatomy_arrays(net, x, x_adv)
-    with torch.no_grad():
-        preds = net(torch.cat([x, x_adv])).argmax(1).tolist()
-    arrays.update(label=np.array(int(y)), clean_pred=np.array(preds[0]), adv_pred=np.array(preds[1]),
-                  epsilon=np.array(epsilon), class_names=np.array(data.class_names))
+    arrays, growth = anatomy_of_test_image(net, data, index, epsilon=epsilon, steps=steps, seed=seed)
     label = model if isinstance(model, str) else type(model).__name__
     config = {"model": label, "dataset": dataset, "weights": str(weights) if weights else None, "index": index,
               "epsilon": epsilon, "steps": steps, "epochs": epochs, "provenance": provenance}
-    with RunFolder(out, "anatomy", config=config, seed=seed, device=str(dev),
+    with RunFolder(out, "anatomy", config=config, seed=seed, device=str(dev), elapsed=time.perf_counter() - started,
                    on_finish=lambda path: redraw(path, kind="anatomy")) as run:
         import io
         buf = io.BytesIO()

@@ -145,6 +145,7 @@ class StudyKind(str, Enum):
     MEMORIZATION = "memorization"
     DOUBLE_DESCENT = "double-descent"
     INVARIANCE = "invariance"
+    LINEAGE = "lineage"
 
 
 class OptimizerChoice(str, Enum):
@@ -266,6 +267,12 @@ def study(
         cfg = load_config(InvarianceStudyConfig, config, _overrides({**flags, "seed": seed}, overrides))
         _writable(out)
         path = run_invariance_study(cfg, out)
+    elif kind == StudyKind.LINEAGE:
+        from robustcnn.experiments.lineage import LineageStudyConfig, run_lineage_study
+
+        cfg = load_config(LineageStudyConfig, config, _overrides({**flags, "seed": seed}, overrides))
+        _writable(out)
+        path = run_lineage_study(cfg, out)
     else:
         from robustcnn.experiments.generalization import SweepStudy, SweepStudyConfig, default_config, run_sweep_study
 
@@ -349,6 +356,36 @@ def benchmark(
     curve = ", ".join(f"{e:g}: {a:.3f}" for e, a in zip(worst["epsilon"], worst["robust_accuracy"]))
     typer.echo(f"{card.model} on {card.dataset}: clean {card.clean_accuracy:.4f}; worst case {curve} "
                f"(suite {card.suite})")
+    typer.echo(f"wrote {path}\nreport: {path / 'report.md'}")
+
+
+@app.command()
+def anatomy(
+    model: str = typer.Argument(..., help="A zoo name (trained here unless --weights), file.py:factory, "
+                                "package.module:factory, TorchScript or .pt2."),
+    dataset: str = typer.Option("digits", "--dataset", "-d", help="digits, mnist, fashion-mnist, cifar10, imagefolder:<path>."),
+    weights: Path = typer.Option(None, "--weights", help="A state_dict (read with weights_only=True)."),
+    model_arg: list[str] = typer.Option([], "--model-arg", help="key=value passed to the factory (TOML values)."),
+    index: int = typer.Option(0, "--index", "-i", help="Which test image (0-based, in the test split's order)."),
+    eps: float = typer.Option(0.1, "--eps", help="PGD-40 epsilon for the adversarial example (L-inf, in [0,1])."),
+    epochs: int = typer.Option(10, "--epochs", min=1, help="Epochs for a zoo model trained here (no --weights)."),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow files that need pickled code (runs it)."),
+    data_root: Path = DATA_ROOT, seed: int = SEED, device: str = DEVICE, out: Path = OUT, threads: int = THREADS,
+) -> None:
+    """Kernels and the feature maps after every convolution and pooling for one test image, beside its PGD example."""
+    _threads(threads)
+    from robustcnn.config import parse_override
+
+    kwargs = {}
+    for pair in model_arg:
+        keys, value = parse_override(pair)
+        kwargs[".".join(keys)] = value
+    _writable(out)
+    from robustcnn.anatomy import run_anatomy
+
+    path = run_anatomy(model, dataset=dataset, weights=weights, model_args=kwargs, index=index, epsilon=eps,
+                       epochs=epochs, data_root=data_root, seed=seed or 0, device=device or "auto", out=out,
+                       trust_pickle=trust_pickle)
     typer.echo(f"wrote {path}\nreport: {path / 'report.md'}")
 
 

@@ -345,7 +345,17 @@ def _load_imagefolder(path: str, root: Path | None) -> DataBundle:
         raise UsageError(f"imagefolder: {base}/train has a single class folder ({classes[0]}); a classifier needs "
                          "at least two classes")
     x_train, x_test = decode_splits(base, train_paths, test_paths, cache_dir() / "decoded")
+    # Folders list images class by class, so "the first n test images" would be one class. Both splits are put in
+    # one fixed order (a permutation drawn from a constant seed, the same for every run and --seed), so the first n
+    # are a class-mixed sample and numbers on "the first n" compare across runs and tools.
+    x_train, y_train = _fixed_order(x_train, y_train, salt=1)
+    x_test, y_test = _fixed_order(x_test, y_test, salt=2)
     return DataBundle(f"{IMAGEFOLDER_PREFIX}{base}", x_train, y_train, x_test, y_test, classes, source=str(base))
+
+
+def _fixed_order(x: torch.Tensor, y: torch.Tensor, *, salt: int) -> tuple[torch.Tensor, torch.Tensor]:
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(20261125 + salt))
+    return x[order], y[order]
 
 
 # ---------------------------------------------------------------- batches and augmentation, all on tensors

@@ -56,7 +56,8 @@ def plot_feature_maps(npz: dict[str, np.ndarray], title: str) -> Figure:
     their difference (a symmetric scale per layer). The input comes first."""
     names, kinds = list(npz["names"]), list(npz["kinds"])
     blocks = [(n, k, npz[f"maps__{i}"], npz[f"adv__{i}"]) for i, (n, k) in enumerate(zip(names, kinds))]
-    fig, axes = subplots(len(blocks) + 1, 3, figsize=(12, 1.9 * (len(blocks) + 1)), squeeze=False)
+    fig, axes = subplots(len(blocks) + 1, 3, figsize=(12, 3.0 + 1.25 * len(blocks)), squeeze=False,
+                         gridspec_kw={"height_ratios": [2.4] + [1] * len(blocks)})
     x, x_adv = npz["input"], npz["input_adv"]
     for col, (img, label) in enumerate(((x, "input"), (x_adv, "adversarial input"))):
         shown = img[0] if img.shape[0] == 1 else np.clip(img.transpose(1, 2, 0), 0, 1)

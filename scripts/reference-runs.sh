@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Regenerates the committed reference runs under results/ (checkpoints are not committed).
-#   scripts/reference-runs.sh ../shared/data        (about 30 minutes on 2 CPU cores)
+#   scripts/reference-runs.sh ../shared/data        (about an hour on 2 CPU cores)
 set -euo pipefail
 DATA="${1:-${ROBUSTCNN_DATA:-../shared/data}}"
 RC="${RC:-robustcnn}"
 OUT="${OUT:-results}"
 common=(--data-root "$DATA" --out "$OUT" --seed 0)
 
-# The main job on the embedded digits (no data files).
-$RC study adversarial --out "$OUT" --seed 0
+# Generalization studies, CPU profiles (the defaults) on digits.
+for study in memorization generalization overfitting double-descent; do
+  $RC study "$study" --out "$OUT"
+done
 # lenet5, MNIST, the seed's setup: 12 epochs of Adadelta, batch 128.
 $RC train --model lenet5 --dataset mnist --epochs 12 --optimizer adadelta --batch-size 128 "${common[@]}"
 # lenet5_1998, MNIST: 20 epochs of Adam with a cosine schedule, batch 32, MAP loss (j = 0.1).
@@ -17,20 +19,21 @@ $RC train --model lenet5_1998 --dataset mnist --epochs 20 --optimizer adam --lr 
 # alexnet_cifar on the CIFAR-10 PNG subset (20,000 train / 10,000 test), a few epochs.
 $RC train --model alexnet_cifar --dataset imagefolder:cifar10-png --epochs 8 --optimizer sgd --lr 0.01 \
   --batch-size 128 "${common[@]}"
-# MNIST adversarial study, CPU profile.
+# MNIST adversarial study, CPU profile (quick suite: FGSM + PGD-40), then AutoAttack and the full suite on its
+# two checkpoints (first 200 test images for the PGD-trained model: AutoAttack costs seconds per robust example).
 $RC study adversarial --config studies/adversarial-mnist-cpu.toml "${common[@]}"
+run="$(ls -d "$OUT"/adversarial/*/ | sort | tail -1)"
+$RC benchmark lenet5 --weights "$run/checkpoints/lenet5-final.pt" --dataset mnist --suite standard \
+  --eps 0.1,0.2,0.3 --n-examples 1000 --data-root "$DATA" --out "$OUT"
+$RC benchmark lenet5 --weights "$run/checkpoints/lenet5-pgd-final.pt" --dataset mnist --suite full \
+  --eps 0.3 --n-examples 200 --data-root "$DATA" --out "$OUT"
+# The main job on the embedded digits (no data files).
+$RC study adversarial --out "$OUT" --seed 0
 # A model that is not in the zoo, benchmarked as a user would (examples/train_my_cnn.py made its weights).
 $RC benchmark examples/my_cnn.py:small_cnn --model-arg in_channels=1 --dataset mnist \
   --weights examples/my_cnn_mnist.pt --mean 0.1307 --std 0.3081 --data-root "$DATA" --out "$OUT"
 $RC benchmark examples/my_cnn.py:small_cnn --model-arg in_channels=3 --dataset imagefolder:cifar10-png \
   --weights examples/my_cnn_cifar10.pt --mean 0.4914,0.4822,0.4465 --std 0.2470,0.2435,0.2616 \
-  --data-root "$DATA" --out "$OUT"
-# Generalization studies, CPU profiles (the defaults) on digits.
-for study in double-descent memorization generalization overfitting; do
-  $RC study "$study" --out "$OUT"
-done
-# The seed's AlexNet-on-CIFAR-10 overfitting case (30 of the config's 60 epochs: about 13 minutes on 2 cores).
-$RC study overfitting --config studies/overfitting-cifar10.toml --data-root "$DATA" --out "$OUT" \
-  -s variants.0.model.train.epochs=30
+  --eps 0.0157,0.0314 --data-root "$DATA" --out "$OUT"
 # Checkpoints stay out of git.
 find "$OUT" -type d -name checkpoints -prune -exec rm -rf {} +

@@ -75,3 +75,25 @@ def test_bad_input_is_one_line():
         anatomy(create_model("lenet5", dataset="mnist"), torch.rand(1, 784))
     with pytest.raises(UsageError, match="outside the test set"):
         run_anatomy("lenet5", dataset="digits", index=500, epochs=1, device="cpu")
+
+
+def test_cli_anatomy_writes_a_run_folder_and_bad_input_exits_2(tmp_path):
+    from typer.testing import CliRunner
+
+    from robustcnn.cli import app
+
+    runner = CliRunner()
+    ok = runner.invoke(app, ["anatomy", "neocognitron", "--dataset", "digits", "--model-arg", "planes=[4, 8]",
+                             "--model-arg", "learn_images=300", "--epochs", "1", "--index", "3", "--device", "cpu",
+                             "--out", str(tmp_path)])
+    assert ok.exit_code == 0, ok.output
+    (run,) = [p for p in (tmp_path / "anatomy").iterdir() if not p.name.startswith(".")]
+    for f in ("report.md", "tables/anatomy.csv", "data/anatomy.npz", "figures/kernels.png", "figures/feature_maps.png",
+              "figures/growth.png"):
+        assert (run / f).exists(), f
+    for args, message in [(["perceptron"], "no convolution or pooling layer"),
+                          (["lenet5", "--index", "500"], "outside the test set"),
+                          (["lenet5", "--dataset", "words"], "unknown dataset")]:
+        bad = runner.invoke(app, ["anatomy", *args, "--device", "cpu", "--out", str(tmp_path / "bad")])
+        assert bad.exit_code == 2 and message in bad.output, bad.output
+        assert len(bad.output.strip().splitlines()) == 1

@@ -88,9 +88,14 @@ def test_imagefolder_decodes_once_and_caches(png_folder, monkeypatch):
     base, written = png_folder
     data = load_dataset(f"imagefolder:{base}")
     assert data.class_names == ["cat", "dog", "frog"]
-    assert data.x_train.shape == (12, 3, 16, 16) and data.y_train.tolist() == [0] * 4 + [1] * 4 + [2] * 4
-    first = written[str(base / "test" / "dog" / "00001.png")]
-    assert torch.allclose(data.x_test[5].permute(1, 2, 0), torch.tensor(first / 255, dtype=torch.float32))
+    assert data.x_train.shape == (12, 3, 16, 16) and sorted(data.y_train.tolist()) == [0] * 4 + [1] * 4 + [2] * 4
+    # every written test image is there once, with its folder's label (the split is in a fixed mixed order)
+    for path, pixels in written.items():
+        if "/test/" not in path:
+            continue
+        target = torch.tensor(pixels / 255, dtype=torch.float32).permute(2, 0, 1)
+        hits = [i for i in range(len(data.y_test)) if torch.allclose(data.x_test[i], target)]
+        assert len(hits) == 1 and data.class_names[int(data.y_test[hits[0]])] == Path(path).parent.name
     import robustcnn.datafiles as datafiles
 
     def no_decoding(paths):
@@ -100,6 +105,16 @@ def test_imagefolder_decodes_once_and_caches(png_folder, monkeypatch):
     monkeypatch.setattr(datafiles, "decode_images", no_decoding)
     again = load_dataset(f"imagefolder:{base}")
     assert torch.equal(again.x_train, data.x_train)
+
+
+def test_imagefolder_first_n_test_images_mix_the_classes(png_folder):
+    """Folders list images class by class; "the first n test images" (what evaluations use) must not be one class,
+    and the order is fixed: the same in every load, whatever the seed."""
+    base, _ = png_folder
+    data = load_dataset(f"imagefolder:{base}", seed=0)
+    assert len(set(data.y_test[:4].tolist())) >= 2 and len(set(data.y_train[:4].tolist())) >= 2
+    other = load_dataset(f"imagefolder:{base}", seed=5)
+    assert torch.equal(other.y_test, data.y_test) and torch.equal(other.x_test, data.x_test)
 
 
 def test_imagefolder_relative_to_data_root_and_bad_files(png_folder):

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from robustcnn.anatomy import anatomy_of_test_image, shown_layers
 from robustcnn.data import DataBundle, load_dataset
 from robustcnn.errors import UsageError
 from robustcnn.experiments.adversarial import EvaluationConfig
@@ -96,27 +97,6 @@ def _rule(model: torch.nn.Module, spec: ModelSpec) -> str:
     return f"backpropagation ({getattr(t.optimizer, 'value', t.optimizer)}, {t.epochs} epochs, batch {t.batch_size})"
 
 
-def _anatomy_arrays(model: torch.nn.Module, data: DataBundle, config: LineageStudyConfig) -> tuple | None:
-    """The anatomy of test image anatomy_index and of its PGD-40 example, or None for a model without conv/pool."""
-    from robustcnn.anatomy import anatomy_arrays, shown_layers
-    from robustcnn.perturb import pgd_linf
-
-    if config.anatomy_index < 0 or not shown_layers(model):
-        return None
-    if config.anatomy_index >= len(data.y_test):
-        raise UsageError(f"anatomy_index {config.anatomy_index} is outside the test set ({len(data.y_test)} images)")
-    i, eps = config.anatomy_index, config.anatomy_epsilon
-    x, y = data.x_test[i:i + 1], data.y_test[i:i + 1]
-    x_adv = pgd_linf(model, x, y, epsilon=eps, steps=40, step_size=2.5 * eps / 40,
-                     generator=torch.Generator().manual_seed(config.seed))
-    arrays, growth = anatomy_arrays(model, x, x_adv)
-    with torch.no_grad():
-        preds = model(torch.cat([x, x_adv])).argmax(1).tolist()
-    arrays.update(label=np.array(int(y)), clean_pred=np.array(preds[0]), adv_pred=np.array(preds[1]),
-                  epsilon=np.array(eps), class_names=np.array(data.class_names))
-    return arrays, growth
-
-
 def run_lineage_study(config: LineageStudyConfig, out: str | Path = "results", *, progress: bool | None = None) -> Path:
     """Train every model of the config by its own rule, evaluate each, write `<out>/lineage/<run-id>/`."""
     device = resolve_device(config.device)
@@ -127,6 +107,9 @@ def run_lineage_study(config: LineageStudyConfig, out: str | Path = "results", *
         rows, evaluations, growth = [], [], []
         for spec in config.models:
             data = _data_for(config, spec.architecture, device, cache)
+            if config.anatomy_index >= len(data.y_test):  # before any training
+                raise UsageError(f"anatomy_index {config.anatomy_index} is outside the test set ({len(data.y_test)} "
+                                 "images); choose a smaller one, or -1 for no anatomy figures")
             model, trained = fit(spec, data, seed=config.seed, device=device, progress=progress)
             save_training(run.path, spec.name, trained, checkpoints=config.checkpoints)
             e = evaluate_model(model, data, name=spec.name, attacks=ev.attacks, epsilons=ev.epsilons,
@@ -141,9 +124,9 @@ def run_lineage_study(config: LineageStudyConfig, out: str | Path = "results", *
                          "training_rule": _rule(model, spec), "train_seconds": float(trained.history["seconds"].sum()),
                          "train_accuracy": clean.get("train"), "test_accuracy": clean.get("test"),
                          **{f"{a}_eps{max(ev.epsilons):g}": v for a, v in robust.items()}})
-            anat = _anatomy_arrays(model, data, config)
-            if anat is not None:
-                arrays, table = anat
+            if config.anatomy_index >= 0 and shown_layers(model):  # the perceptron has no conv or pooling layer
+                arrays, table = anatomy_of_test_image(model, data, config.anatomy_index,
+                                                      epsilon=config.anatomy_epsilon, seed=config.seed)
                 growth.append(table.assign(model=spec.name))
                 buf = io.BytesIO()
                 np.savez_compressed(buf, **arrays)

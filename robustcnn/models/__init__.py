@@ -78,5 +78,7 @@ def describe_models(pattern: str = "*", dataset: str = "mnist") -> list[dict[str
     rows = []
     for name in list_models(pattern):
         model = create_model(name, dataset=dataset)
-        rows.append({"name": name, "parameters": count_parameters(model), "description": MODELS.get(name).description})
+        # every learned value, whether a gradient or the model's own rule (perceptron, neocognitron) learns it
+        rows.append({"name": name, "parameters": count_parameters(model, trainable_only=False),
+                     "description": MODELS.get(name).description})
     return rows
