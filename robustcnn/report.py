@@ -519,7 +519,5 @@ def report_sweep(run_dir: Path) -> str:
 for _study in ("overfitting", "generalization", "memorization", "double-descent", "sweep"):
     REPORTERS[_study] = report_sweep
 
-from robustcnn import (
-    report_invariance,  # noqa: E402,F401  (registers the "invariance" reporter)
-    report_lineage,  # noqa: E402,F401  (registers the "lineage" and "anatomy" reporters)
-)
+# registers the "invariance", "lineage" and "anatomy" reporters
+from robustcnn import report_invariance, report_lineage  # noqa: E402,F401,I001
