@@ -175,7 +175,9 @@ OUT = typer.Option(Path("results"), "--out", help="Folder for run folders (<out>
 DEVICE = typer.Option(None, "--device", callback=_device, help="auto (CUDA when present), cpu, cuda, cuda:N.")
 SEED = typer.Option(None, "--seed", min=0, max=SEED_MAX, help="Seed for data subsets, init, shuffling and attacks.")
 DATA_ROOT = typer.Option(None, "--data-root", help="Folder with datasets (else $ROBUSTCNN_DATA, else the cache).")
-SET = typer.Option([], "--set", "-s", help="Override any config value: -s train.epochs=3 (TOML values).")
+SET = typer.Option([], "--set", "-s", help="Override any config value by its dotted key (TOML values): "
+                   "train: -s model.train.epochs=3; study adversarial: -s models.0.train.epochs=3; "
+                   "sweeps: -s seeds=[0,1].")
 THREADS = typer.Option(None, "--threads", min=1, help="CPU threads for torch (else $ROBUSTCNN_THREADS, else "
                        "$OMP_NUM_THREADS, else 1: measured fastest on shared machines, benchmarks/thread_policy.py).")
 

@@ -207,3 +207,6 @@ def test_wilson_interval():
     low, high = wilson_interval(50, 100)
     assert low == pytest.approx(0.404, abs=1e-3) and high == pytest.approx(0.596, abs=1e-3)
     assert wilson_interval(0, 10)[0] == 0 and wilson_interval(10, 10)[1] == 1
+    # hand-computed 95 % Wilson intervals (z = 1.96), typed in, not taken from the code
+    assert wilson_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    assert wilson_interval(0, 10)[1] == pytest.approx(0.2775, abs=1e-4)

@@ -120,6 +120,9 @@ class AdversarialStudyConfig:
             raise UsageError(f"models need distinct names, got {names}")
 
 
+CLEAN_TITLE = "Clean accuracy (eval mode, the evaluated checkpoint, whole train and test splits)"
+
+
 def run_adversarial_study(config: AdversarialStudyConfig, out: str | Path = "results", *,
                           progress: bool | None = None) -> Path:
     """Train every model of the config, evaluate each, and write `<out>/adversarial/<run-id>/`."""
@@ -145,7 +148,7 @@ def run_adversarial_study(config: AdversarialStudyConfig, out: str | Path = "res
                 radius_frames.append(_radii(model, data, spec.name, ev, config.seed))
             if ev.gallery:
                 gallery[spec.name] = (model, data, evaluation.result.adversarials[(ev.gallery_name, gallery_eps)])
-        for table, title in (("clean", "Clean accuracy"), ("robust", "Robust accuracy"), ("lint", "Evaluation lint"),
+        for table, title in (("clean", CLEAN_TITLE), ("robust", "Robust accuracy"), ("lint", "Evaluation lint"),
                              ("cost", "Attack cost"), ("samples", None)):
             df = pd.concat([getattr(e, table) for e in evaluations], ignore_index=True)
             if table in ("robust", "cost"):  # every number says which suite's attacks produced it
