@@ -160,3 +160,13 @@ def test_a_damaged_store_record_is_one_warning_line_and_recomputed(tmp_path):
     warnings = [line for line in again.output.splitlines() if "warning" in line]
     assert len(warnings) == 1 and warnings[0].startswith("robustcnn: warning: sweep store record"), again.output
     assert json.loads(record.read_text())["point_id"] == record.stem
+
+
+def test_epsilons_accept_fractions_like_8_over_255():
+    from robustcnn.cli import _floats
+    from robustcnn.errors import UsageError
+
+    assert _floats("0,8/255, 0.1", "--eps") == [0.0, pytest.approx(0.0313725, abs=1e-6), 0.1]
+    for bad in ("8/0", "1/2/3", "a/255", "0x1"):
+        with pytest.raises(UsageError, match="8/255"):
+            _floats(bad, "--eps")
