@@ -320,7 +320,7 @@ def benchmark(
     suite: str = typer.Option("standard", "--suite", help="Attack suite: quick (FGSM + PGD-40), standard "
                               "(AutoAttack, as RobustBench), full (standard + PGD + DeepFool)."),
     attacks: str = typer.Option(None, "--attacks", help="Comma-separated attack names (overrides --suite)."),
-    eps: str = typer.Option(None, "--eps", help="Comma-separated epsilons, numbers or fractions like 8/255 (L-inf: in [0,1]; L2: up to sqrt(C*H*W)); default by dataset."),
+    eps: str = typer.Option(None, "--eps", help="Comma-separated epsilons, e.g. 0.1 or 8/255 (default by dataset)."),
     n_examples: int = typer.Option(1000, "--n-examples", min=1, help="The first N test examples, in order."),
     attack_seeds: int = typer.Option(1, "--attack-seeds", min=1, help="Repeat random attacks over seeds."),
     mean: str = typer.Option(None, "--mean", help="Per-channel mean the model expects, e.g. 0.49,0.48,0.45."),
