@@ -122,3 +122,16 @@ def test_shipped_lineage_configs_resolve(name):
 
     cfg = load_config(LineageStudyConfig, Path(__file__).resolve().parent.parent / "studies" / name)
     assert [m.name for m in cfg.models][:4] == ["perceptron", "neocognitron", "lenet5", "lenet5_1998"]
+
+
+def test_perceptron_scores_keep_attack_gradients_alive(digits28):
+    """Raw activations saturate a softmax (zero cross-entropy gradients: attacks go blind); the scores are the
+    activations over one positive constant, so decisions are unchanged and gradients are not zero."""
+    model = create_model("perceptron", dataset=digits28)
+    model.fit_without_backprop(digits28.x_train, digits28.y_train, epochs=20, batch_size=32)
+    x, y = digits28.x_test[:200].clone().requires_grad_(True), digits28.y_test[:200]
+    (grad,) = torch.autograd.grad(torch.nn.functional.cross_entropy(model(x), y, reduction="sum"), x)
+    dead = (grad.flatten(1).abs().sum(1) == 0).float().mean().item()
+    assert dead < 0.05, dead
+    with torch.no_grad():
+        assert torch.equal(model(x).argmax(1), model.activations(x).argmax(1))
