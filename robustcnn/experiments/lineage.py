@@ -113,7 +113,7 @@ def run_lineage_study(config: LineageStudyConfig, out: str | Path = "results", *
             model, trained = fit(spec, data, seed=config.seed, device=device, progress=progress)
             save_training(run.path, spec.name, trained, checkpoints=config.checkpoints)
             e = evaluate_model(model, data, name=spec.name, attacks=ev.attacks, epsilons=ev.epsilons,
-                               n_examples=ev.n_examples, batch_size=ev.batch_size, lint=ev.lint,
+                               curve=ev.curve, n_examples=ev.n_examples, batch_size=ev.batch_size, lint=ev.lint,
                                lint_examples=ev.lint_examples, seed=config.seed)
             evaluations.append(e)
             robust = e.robust[e.robust["epsilon"] == max(ev.epsilons)].set_index("attack")["robust_accuracy"]
@@ -123,7 +123,8 @@ def run_lineage_study(config: LineageStudyConfig, out: str | Path = "results", *
                          f"{data.image_size}", "parameters": count_parameters(model, trainable_only=False),
                          "training_rule": _rule(model, spec), "train_seconds": float(trained.history["seconds"].sum()),
                          "train_accuracy": clean.get("train"), "test_accuracy": clean.get("test"),
-                         **{f"{a}_eps{max(ev.epsilons):g}": v for a, v in robust.items()}})
+                         **{f"{a}_eps{max(ev.epsilons):g}": v for a, v in robust.items()},
+                         "lint": ", ".join(f"{k} {v}" for k, v in e.lint["status"].value_counts().items()) or "off"})
             if config.anatomy_index >= 0 and shown_layers(model):  # the perceptron has no conv or pooling layer
                 arrays, table = anatomy_of_test_image(model, data, config.anatomy_index,
                                                       epsilon=config.anatomy_epsilon, seed=config.seed)
@@ -131,8 +132,9 @@ def run_lineage_study(config: LineageStudyConfig, out: str | Path = "results", *
                 buf = io.BytesIO()
                 np.savez_compressed(buf, **arrays)
                 atomic_write_bytes(run.path / "data" / f"anatomy__{spec.name}.npz", buf.getvalue())
-        write_table(run.path, "lineage", pd.DataFrame(rows), title="Lineage: clean accuracy on the whole test split, "
-                    f"robust accuracy at the largest epsilon on the first {ev.n_examples} test images")
+        write_table(run.path, "lineage", pd.DataFrame(rows), title="Lineage: clean accuracy (eval mode) on the whole "
+                    f"train and test splits; robust accuracy ({ev.curve}) at the largest epsilon on the first "
+                    f"{ev.n_examples} test images; lint verdicts")
         for table, title in (("robust", "Robust accuracy"), ("clean", "Clean accuracy"), ("lint", "Evaluation lint"),
                              ("cost", "Attack cost")):
             df = pd.concat([getattr(e, table) for e in evaluations], ignore_index=True)
