@@ -301,6 +301,13 @@ def _floats(text: str | None, what: str) -> list[float] | None:
         raise UsageError(f"{what} must be comma-separated numbers or fractions like 8/255, got '{text}'") from None
 
 
+def _model_args(pairs: list[str]) -> dict[str, Any]:
+    """--model-arg key=value pairs (TOML values) -> factory keyword arguments."""
+    from robustcnn.config import parse_override
+
+    return {".".join(keys): value for keys, value in map(parse_override, pairs)}
+
+
 def _number(text: str) -> float:
     """'0.03' or a fraction 'a/b' of two plain numbers (8/255: epsilons are fractions of the pixel range)."""
     if "/" in text:
@@ -331,12 +338,7 @@ def benchmark(
 ) -> None:
     """Scorecard for a model you bring: pre-flight checks, robust accuracy with intervals, lint, leaderboard."""
     _threads(threads)
-    from robustcnn.config import parse_override
-
-    kwargs = {}
-    for pair in model_arg:
-        keys, value = parse_override(pair)
-        kwargs[".".join(keys)] = value
+    kwargs = _model_args(model_arg)
     from robustcnn.suites import resolve_suite
 
     resolve_suite(suite)  # an unknown suite: one line, before any work
@@ -384,12 +386,7 @@ def anatomy(
 ) -> None:
     """Kernels and the feature maps after every convolution and pooling for one test image, beside its PGD example."""
     _threads(threads)
-    from robustcnn.config import parse_override
-
-    kwargs = {}
-    for pair in model_arg:
-        keys, value = parse_override(pair)
-        kwargs[".".join(keys)] = value
+    kwargs = _model_args(model_arg)
     _writable(out)
     from robustcnn.anatomy import run_anatomy
 

@@ -91,11 +91,16 @@ def check_implementations_agree(model: nn.Module, x: torch.Tensor, y: torch.Tens
     return name, "PASS", detail
 
 
+def _grid_and_whitebox(per_eps: RobustnessResult | None, epsilons: Sequence[float]
+                       ) -> tuple[list[float], dict[float, torch.Tensor]]:
+    """The positive L-inf epsilons of the grid and, per epsilon, which examples the grid's white-box attacks broke."""
+    return _linf_eps(epsilons), (_broken(per_eps) if per_eps is not None else {})
+
+
 def check_square_vs_whitebox(model: nn.Module, x: torch.Tensor, y: torch.Tensor, per_eps: RobustnessResult | None,
                              epsilons: Sequence[float], seed: int, batch_size: int = 500) -> tuple[str, str, str]:
     name = "square_vs_whitebox"
-    grid = _linf_eps(epsilons)
-    white = _broken(per_eps) if per_eps is not None else {}
+    grid, white = _grid_and_whitebox(per_eps, epsilons)
     if not grid or not white:
         return name, "SKIP", "no white-box L-inf attack with a positive epsilon in the grid"
     run = evaluate_robustness(model, x, y, attacks=[AttackConfig("square", options={"n_queries": SQUARE_QUERIES})],
@@ -117,8 +122,7 @@ def check_square_vs_whitebox(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
 def check_radius_consistent(model: nn.Module, x: torch.Tensor, y: torch.Tensor, per_eps: RobustnessResult | None,
                             epsilons: Sequence[float], seed: int, batch_size: int = 500) -> tuple[str, str, str]:
     name = "radius_consistent"
-    grid = _linf_eps(epsilons)
-    white = _broken(per_eps) if per_eps is not None else {}
+    grid, white = _grid_and_whitebox(per_eps, epsilons)
     if not grid or not white:
         return name, "SKIP", "no L-inf attack with a positive epsilon in the grid"
     names = sorted(set(per_eps.samples.loc[per_eps.samples["threat_model"] == ThreatModel.LINF.value, "attack"])

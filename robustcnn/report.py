@@ -4,8 +4,6 @@ so `robustcnn report <run-dir>` can redraw any run.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from robustcnn.results import (
     atomic_write_bytes,
     atomic_write_text,
     markdown_table,
+    probe_writable,
     read_manifest,
     run_files,
     write_json,
@@ -98,9 +97,7 @@ def read_csv(path: Path) -> pd.DataFrame:
 def _check_writable_run(run_dir: Path) -> None:
     """A redraw rewrites figures and report.md in place: fail before drawing if the folder is read-only."""
     try:
-        fd, probe = tempfile.mkstemp(dir=run_dir, prefix=".robustcnn-probe-")
-        os.close(fd)
-        os.unlink(probe)
+        probe_writable(run_dir)
     except OSError as err:
         raise UsageError(f"cannot write to run folder {run_dir} ({err.strerror or first_line(err)}); redraw a "
                          "writable copy of it") from err

@@ -195,13 +195,18 @@ def check_writable(out: str | Path) -> Path:
     if not existing.is_dir():
         raise UsageError(f"cannot write to the output folder {out} ({existing} is not a folder); pass a writable --out")
     try:
-        fd, probe = tempfile.mkstemp(dir=existing, prefix=".robustcnn-probe-")
-        os.close(fd)
-        os.unlink(probe)
+        probe_writable(existing)
     except OSError as err:
         raise UsageError(f"cannot write to the output folder {out} ({err.strerror or first_line(err)}); pass a "
                          "writable --out") from err
     return out
+
+
+def probe_writable(folder: Path) -> None:
+    """Create and remove a probe file in `folder`; raises OSError where it cannot be written."""
+    fd, probe = tempfile.mkstemp(dir=folder, prefix=".robustcnn-probe-")
+    os.close(fd)
+    os.unlink(probe)
 
 
 def new_run_id() -> str:

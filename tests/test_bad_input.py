@@ -180,12 +180,12 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, make_args, me
 
 def test_a_read_only_run_folder_is_one_line(tmp_path, monkeypatch):
     """chmod cannot stop root, so the refusal of the file system is simulated where it would happen."""
-    import robustcnn.report as report
+    import tempfile
 
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(report.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
     result = runner.invoke(app, ["report", run_folder(tmp_path, history=b"epoch\n1\n")])
     assert result.exit_code == 2 and "cannot write to run folder" in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1
