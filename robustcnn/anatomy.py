@@ -175,7 +175,7 @@ def _model_for(model: str | nn.Module, data: Any, *, weights: str | Path | None,
         net = create_model(model, dataset=data, **model_args)
         if not shown_layers(net):  # before training it: a model anatomy cannot show is an error now
             anatomy(net, data.x_test[:1])
-        result = train(net, data, TrainConfig(epochs=epochs), seed=seed, device=device, progress=False)
+        result = train(net, data, TrainConfig(epochs=epochs), seed=seed, device=device, label=model)  # progress
         return net, f"trained here for {len(result.history)} epoch(s), test accuracy " \
                     f"{result.history['test_accuracy'].iloc[-1]:.4f}"
     net = load_model(model, dataset=data, weights=weights, model_args=model_args, trust_pickle=trust_pickle,
@@ -192,7 +192,7 @@ def run_anatomy(model: str | nn.Module, *, dataset: str = "digits", weights: str
 
     model: a zoo name (trained here for `epochs` unless `weights` is given), an nn.Module, or any form
     `robustcnn benchmark` accepts (file.py:factory, package.module:factory, TorchScript, .pt2)."""
-    from robustcnn.attacks import check_epsilons
+    from robustcnn.attacks import AttackConfig, check_budget
     from robustcnn.data import load_dataset
     from robustcnn.devices import resolve_device
     from robustcnn.models import MODELS, model_input_size
@@ -200,7 +200,7 @@ def run_anatomy(model: str | nn.Module, *, dataset: str = "digits", weights: str
     from robustcnn.results import RunFolder, atomic_write_bytes, check_writable, write_table
 
     started = time.perf_counter()
-    check_epsilons([epsilon])
+    check_budget([epsilon], [AttackConfig("pgd")])  # the L-inf bound too: eps 5 is not a budget in [0, 1]
     check_writable(out)  # before any training: a bad --out must not cost the work
     dev = resolve_device(device)
     size = model_input_size(model) if isinstance(model, str) and model in MODELS else None

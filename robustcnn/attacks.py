@@ -73,6 +73,8 @@ class AttackConfig:
             raise UsageError(f"attack {self.name}: steps and restarts must be at least 1")
         if self.step_size is not None and not (math.isfinite(self.step_size) and self.step_size > 0):
             raise UsageError(f"attack {self.name}: step_size must be a positive number, got {self.step_size}")
+        for key, value in self.options.items():
+            _check_option(self.name, key, value)
         if self.restarts > 1 and not self.randomized:
             raise UsageError(f"attack {self.name} has no random start, so restarts={self.restarts} would repeat "
                              "the same attack; use restarts=1 (or random_start=true)")
@@ -189,6 +191,22 @@ def describe_attacks() -> list[dict[str, Any]]:
 
 def as_attack_config(attack: str | AttackConfig) -> AttackConfig:
     return attack if isinstance(attack, AttackConfig) else AttackConfig(attack)
+
+
+# numeric attack options and the least value each may take (None: no bound); a negative step size walks away
+# from the loss and a zero step count does nothing, so the attack would report robustness it never tested
+_POSITIVE_OPTIONS = {"abs_stepsize", "stepsize", "binary_search_steps", "candidates", "initial_const"}
+_NON_NEGATIVE_OPTIONS = {"overshoot", "confidence"}
+
+
+def _check_option(attack: str, key: str, value: Any) -> None:
+    if value is None or key not in _POSITIVE_OPTIONS | _NON_NEGATIVE_OPTIONS:
+        return
+    number = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if key in _POSITIVE_OPTIONS and not (number and value > 0):
+        raise UsageError(f"attack {attack}: option {key} must be a finite number > 0, got {value!r}")
+    if key in _NON_NEGATIVE_OPTIONS and not (number and value >= 0):
+        raise UsageError(f"attack {attack}: option {key} must be a finite number >= 0, got {value!r}")
 
 
 def check_epsilons(epsilons: Sequence[float]) -> list[float]:

@@ -27,6 +27,7 @@ import torch.nn as nn
 
 from robustcnn.api import CUSTOM, as_bundle, with_model_classes
 from robustcnn.attacks import AttackConfig, as_attack_config, check_budget, predict
+from robustcnn.benchmark_units import benchmark_units, model_identity
 from robustcnn.data import DataBundle
 from robustcnn.devices import resolve_device
 from robustcnn.errors import RobustcnnWarning, UsageError
@@ -178,11 +179,8 @@ def preflight(model: nn.Module, data: DataBundle) -> tuple[nn.Module, list[Prefl
     def fail(check: str, detail: str) -> None:
         raise UsageError(f"pre-flight {check}: {detail}")
 
-    if model.training:
-        to_eval(model)
-        report.append(Preflight("eval_mode", "WARN", "the model was in train mode; switched to eval mode"))
-    else:
-        report.append(Preflight("eval_mode", "PASS", "the model is in eval mode"))
+    was_training = any(m.training for m in model.modules())  # a factory's fresh module is in train mode
+    to_eval(model)
     try:
         with torch.no_grad():
             out = model(x)
@@ -199,6 +197,8 @@ def preflight(model: nn.Module, data: DataBundle) -> tuple[nn.Module, list[Prefl
     if not torch.isfinite(out).all():
         fail("finite_outputs", "the model outputs NaN or inf on clean test images")
     report.append(Preflight("finite_outputs", "PASS", "outputs are finite"))
+    report.insert(0, _eval_mode_check(model, x) if was_training else Preflight("eval_mode", "PASS", "the model is in "
+                                                                                "eval mode"))
     # the rest are the evaluation lint's own checks; here a problem is a warning the benchmark works around
     from robustcnn.lint import check_batch_invariance, check_deterministic, check_logits
 
@@ -211,6 +211,18 @@ def preflight(model: nn.Module, data: DataBundle) -> tuple[nn.Module, list[Prefl
         result = check(model, x)
         report.append(Preflight(name, "WARN" if result.status == "FAIL" else "PASS", result.detail))
     return model, report
+
+
+def _eval_mode_check(model: nn.Module, x: torch.Tensor) -> Preflight:
+    """A model handed over in train mode (now in eval mode): WARN only when the mode changes its outputs."""
+    from robustcnn.lint import changes_with_mode
+
+    changed, diff = changes_with_mode(model, x)
+    if changed:
+        return Preflight("eval_mode", "WARN", f"the model was in train mode, where its outputs differ from eval mode's "
+                                              f"(max difference {diff:.3g}: dropout or batch norm?); switched to eval mode")
+    return Preflight("eval_mode", "PASS", "the model was in train mode, but its outputs are the same in eval mode; "
+                                          "switched to eval mode")
 
 
 # ------------------------------------------------------------------ scorecard
@@ -271,6 +283,7 @@ class Scorecard:
     attack_seeds: int = 1
     suite: str | None = None  # a named attack suite, if the attacks came from one (the leaderboard records it)
     off_leaderboard: str | None = None  # why write_benchmark keeps it off the leaderboard (None: it goes on)
+    units: dict[str, int] | None = None  # with a store: how many units ran, how many were reused (the manifest's)
 
     def to_json(self) -> dict[str, Any]:
         """The stable scorecard.json layout (floats in [0,1])."""
@@ -291,7 +304,8 @@ def chance_check(correct: int, labels: torch.Tensor, classes: int) -> Preflight:
     n = len(labels)
     chance = max(1 / classes, torch.bincount(labels.cpu()).max().item() / n)
     low, high = wilson_interval(correct, n)
-    detail = f"clean accuracy {correct / n:.3f} (95 % CI {low:.3f}-{high:.3f}, n={n}), chance {chance:.3f}"
+    detail = (f"clean accuracy {correct / n:.3f} (95 % CI {low:.3f}-{high:.3f}, n={n}), chance {chance:.3f} "
+              f"(the larger of 1/classes = {1 / classes:.3f} and the majority-class share of these n examples)")
     if low <= chance:
         return Preflight("chance_level", "FAIL", f"{detail}: not above chance (untrained or broken weights?); "
                                                  "the scorecard stays off the leaderboard")
@@ -304,7 +318,8 @@ def benchmark(model: str | nn.Module, *, dataset: Any = "mnist", weights: str | 
               mean: Sequence[float] | None = None, std: Sequence[float] | None = None, trust_pickle: bool = False,
               data_root: str | Path | None = None, image_size: int | None = None, device: str = "auto",
               lint: bool = True, name: str | None = None, pretrained: str | None = None,
-              untrained: bool = False, suite: str = "standard") -> Scorecard:
+              untrained: bool = False, suite: str = "standard", seed: int = 0, batch_size: int = 500,
+              store: str | Path | None = None) -> Scorecard:
     """Load, pre-flight check and attack a model; returns its scorecard (DataFrames inside).
 
     dataset: a name, a DataBundle, an (x, y) pair of tensors in [0,1] or a torch DataLoader; the examples are
@@ -315,9 +330,16 @@ def benchmark(model: str | nn.Module, *, dataset: Any = "mnist", weights: str | 
     A clean accuracy not above chance is a pre-flight FAIL (chance_check): the scorecard is complete and says
     so, and write_benchmark keeps it off the leaderboard.
     suite: the named attack suite (robustcnn.suites; L-inf) run when `attacks` is None; given attacks override it,
-        and the scorecard then records the joined attack names as its suite."""
+        and the scorecard then records the joined attack names as its suite.
+    name: the model's name on the scorecard and leaderboard (default: the model argument).
+    seed / batch_size: the attacks use seeds seed .. seed + attack_seeds - 1; examples per attack batch.
+    store: a folder (the CLI's `<out>/.sweep-store/benchmark`) where each attack x seed and the lint is stored as
+        a unit (robustcnn.benchmark_units), so a benchmark killed midway resumes with the same numbers."""
+    from robustcnn import progress
     from robustcnn.evaluation import evaluate_model
     from robustcnn.suites import resolve_suite
+
+    check_run_settings(name, seed, batch_size)
 
     if attacks is None:
         attacks, suite_name = resolve_suite(suite, "linf"), suite
@@ -340,8 +362,10 @@ def benchmark(model: str | nn.Module, *, dataset: Any = "mnist", weights: str | 
     net = load_model(model, dataset=data, weights=weights, model_args=model_args, trust_pickle=trust_pickle,
                      pretrained=pretrained, untrained=untrained)
     if mean is not None:
-        if len(mean) != data.channels or len(std) != data.channels or min(std) <= 0:
-            raise UsageError(f"--mean/--std need {data.channels} values each (std > 0) for {data.name}")
+        if len(mean) != data.channels or len(std) != data.channels or not all(
+                math.isfinite(v) for v in [*mean, *std]) or min(std) <= 0:
+            raise UsageError(f"--mean/--std need {data.channels} finite values each (std > 0) for {data.name}, got "
+                             f"mean {list(mean)}, std {list(std)}")
         net = Normalized(net, mean, std)
     net = net.to(dev)
     data = with_model_classes(data, net)
@@ -355,10 +379,13 @@ def benchmark(model: str | nn.Module, *, dataset: Any = "mnist", weights: str | 
     clean_seconds = time.perf_counter() - t1
     correct = int((clean_pred == data.y_test[:n]).sum())  # the same n examples the attacks see
     checks.append(chance_check(correct, data.y_test[:n], data.num_classes))
+    seeds = list(range(seed, seed + max(1, attack_seeds)))
+    hashed = weights_hash(net)
+    units = benchmark_units(store, model_identity(model, net, hashed, model_args), dev)
     runs = [evaluate_model(net, data, name=label, attacks=list(attacks), epsilons=list(epsilons), n_examples=n,
-                           lint=lint and seed == 0, seed=seed, batch_size=min(n, 500), clean_splits=(),
-                           strong_lint=suite_name in ("standard", "full"))
-            for seed in range(max(1, attack_seeds))]
+                           lint=lint and s == seed, seed=s, batch_size=min(n, batch_size), clean_splits=(),
+                           strong_lint=suite_name in ("standard", "full"), units=units)
+            for s in progress.track(seeds, f"benchmark {label}", describe=lambda s: f"attack seed {s} done")]
     first = runs[0]
     robust = robust_over_seeds([r.samples for r in runs])
     robust["curve"] = first.robust["curve"].iloc[0]  # one evaluation mode per benchmark (cumulative or per-epsilon)
@@ -366,11 +393,22 @@ def benchmark(model: str | nn.Module, *, dataset: Any = "mnist", weights: str | 
     throughput = {"clean_images_per_second": n / max(clean_seconds, 1e-9)}
     for row in cost.itertuples():
         throughput[f"{row.attack}_images_per_second"] = n * len(epsilons) / max(row.seconds, 1e-9)
-    samples = pd.concat([r.samples.assign(seed=s) for s, r in enumerate(runs)], ignore_index=True)
-    return Scorecard(label, data.name, weights_hash(net), count_parameters(net, trainable_only=False), n, correct / n,
+    samples = pd.concat([r.samples.assign(seed=s) for s, r in zip(seeds, runs)], ignore_index=True)
+    return Scorecard(label, data.name, hashed, count_parameters(net, trainable_only=False), n, correct / n,
                      robust, first.lint.drop(columns="model"), pd.DataFrame([c.__dict__ for c in checks]), cost,
                      throughput, time.perf_counter() - t0, samples, attack_seeds=len(runs), suite=suite_name,
-                     off_leaderboard=_off_leaderboard(data, checks))
+                     off_leaderboard=_off_leaderboard(data, checks), units=dict(units.counts) if units else None)
+
+
+def check_run_settings(name: str | None, seed: int, batch_size: int) -> None:
+    """One line for a bad --name, --seed or --batch-size, before any work."""
+    if name is not None and (not name.strip() or not name.isprintable() or "|" in name or len(name) > 120):
+        raise UsageError(f"name {name!r} must be one printable line of at most 120 characters without '|' (it names "
+                         "the model on the scorecard and the leaderboard)")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise UsageError(f"seed must be a whole number >= 0, got {seed!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise UsageError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
 
 
 def _off_leaderboard(data: DataBundle, checks: Sequence[Preflight]) -> str | None:
@@ -400,11 +438,14 @@ def write_benchmark(card: Scorecard, out: str | Path = "results", *, config: dic
     with RunFolder(out, "benchmark", config=config or {}, seed=0, device=device, elapsed=card.wall_seconds,
                    on_finish=lambda path: redraw(path, kind="benchmark")) as run:
         write_json(run.path / "scorecard.json", card.to_json())
+        if card.units is not None:
+            run.extra["units"] = card.units  # how many attack x seed units (and the lint) came from the store
         write_json(run.path / "robustbench.json", robustbench_card(card.model, card.dataset, card.suite, card.n,
                                                                    card.clean_accuracy, card.robust, card.weights_hash))
         write_table(run.path, "robust_accuracy", card.robust.assign(model=card.model, suite=card.suite),
                     title="Robust accuracy")
-        write_table(run.path, "lint", card.lint, title="Evaluation lint")
+        write_table(run.path, "lint", card.lint.assign(suite=card.suite)[["suite", *card.lint.columns]],
+                    title="Evaluation lint")
         write_table(run.path, "preflight", card.preflight, title="Pre-flight checks")
         write_table(run.path, "attack_cost", card.cost, title="Attack cost")
         write_table(run.path, "reference_curves", references, title="Reference curves (shipped pretrained models)")

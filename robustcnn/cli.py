@@ -90,7 +90,9 @@ class OneLineErrors(TyperGroup):
              **extra: Any) -> Any:
         import warnings
 
-        previous, show_warning = _install_signal_handlers(), _one_line_warnings()
+        from robustcnn import progress  # stdlib only: --help stays fast
+
+        previous, show_warning, was_quiet = _install_signal_handlers(), _one_line_warnings(), progress.is_quiet()
         try:
             rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra)
         except typer.Exit as done:
@@ -109,6 +111,7 @@ class OneLineErrors(TyperGroup):
             typer.echo(line, err=True)
         finally:
             warnings.showwarning = show_warning
+            progress.set_quiet(was_quiet)  # --quiet lasts one command (CliRunner and notebooks run many)
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
         if standalone_mode and rv in (130, 143) and sys.stdout is sys.__stdout__:  # a real interrupt, not a test
@@ -136,6 +139,26 @@ def _exit_now(code: int) -> None:
 app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, add_completion=False, rich_markup_mode=None,
                   pretty_exceptions_enable=False,
                   help="Train CNNs, measure generalization and adversarial robustness, write tables and figures.")
+
+
+def _version(value: bool) -> None:
+    """`robustcnn --version`: the installed package's version, without importing torch."""
+    if not value:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        number = version("robustcnn")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        from robustcnn import __version__ as number
+    typer.echo(f"robustcnn {number}")
+    raise typer.Exit()
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print the version and exit.")) -> None:
+    """Train CNNs, measure generalization and adversarial robustness, write tables and figures."""
 
 
 class StudyKind(str, Enum):
@@ -170,22 +193,40 @@ def _device(value: str | None) -> str | None:
     return value
 
 
+def _positive_number(value: float | None) -> float | None:
+    """A finite number > 0 (click's min= lets nan through with a misleading 'should be >= 0')."""
+    import math
+
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"{value} must be a finite number > 0")
+    return value
+
+
 SEED_MAX = 2**63 - 1
 OUT = typer.Option(Path("results"), "--out", help="Folder for run folders (<out>/<kind>/<run-id>/).")
-DEVICE = typer.Option(None, "--device", callback=_device, help="auto (CUDA when present), cpu, cuda, cuda:N.")
-SEED = typer.Option(None, "--seed", min=0, max=SEED_MAX, help="Seed for data subsets, init, shuffling and attacks.")
-DATA_ROOT = typer.Option(None, "--data-root", help="Folder with datasets (else $ROBUSTCNN_DATA, else the cache).")
+DEVICE = typer.Option(None, "--device", callback=_device, show_default="auto",
+                      help="auto (CUDA when present), cpu, cuda, cuda:N.")
+SEED = typer.Option(None, "--seed", min=0, max=SEED_MAX, show_default="0",
+                    help="Seed for data subsets, init, shuffling and attacks.")
+DATA_ROOT = typer.Option(None, "--data-root", show_default="$ROBUSTCNN_DATA, else the cache",
+                         help="Folder with datasets.")
+QUIET = typer.Option(False, "--quiet", "-q", help="No progress on stderr (bars in a terminal, else one line per "
+                     "epoch, attack x epsilon, lint step, sweep point or model); results still print.")
 SET = typer.Option([], "--set", "-s", help="Override any config value by its dotted key (TOML values): "
                    "train: -s model.train.epochs=3; study adversarial: -s models.0.train.epochs=3; "
                    "sweeps: -s seeds=[0,1].")
-THREADS = typer.Option(None, "--threads", min=1, help="CPU threads for torch (else $ROBUSTCNN_THREADS, else "
-                       "$OMP_NUM_THREADS, else 1: measured fastest on shared machines, benchmarks/thread_policy.py).")
+THREADS = typer.Option(None, "--threads", min=1, show_default="$ROBUSTCNN_THREADS, else $OMP_NUM_THREADS, else 1",
+                       help="CPU threads for torch (1: measured fastest on shared machines, benchmarks/thread_policy.py).")
 
 
-def _threads(threads: int | None) -> None:
-    """Apply the thread policy before any torch work (robustcnn.devices); the manifest records the count."""
+def _setup(threads: int | None, quiet: bool) -> None:
+    """Before any torch work: the thread policy (robustcnn.devices; the manifest records the count) and --quiet
+    (robustcnn.progress; OneLineErrors.main restores the setting after the command)."""
+    from robustcnn import progress
     from robustcnn.devices import apply_threads, resolve_threads
 
+    if quiet:
+        progress.set_quiet(True)
     apply_threads(resolve_threads(threads))
 
 
@@ -212,22 +253,27 @@ def _writable(out: Path) -> None:
 
 @app.command()
 def train(
-    model: str = typer.Option(None, "--model", "-m", help="A registered model (see `robustcnn models`); default lenet5."),
-    dataset: str = typer.Option(None, "--dataset", "-d",
-                                help="digits (default), mnist, fashion-mnist, cifar10, imagefolder:<path>."),
-    epochs: int = typer.Option(None, "--epochs", min=1),
-    batch_size: int = typer.Option(None, "--batch-size", min=1),
-    optimizer: OptimizerChoice = typer.Option(None, "--optimizer"),
-    lr: float = typer.Option(None, "--lr", min=0.0),
-    width: int = typer.Option(None, "--width", min=1, help="Width multiplier k (cnn5, resnet18k, mlp)."),
-    train_subset: int = typer.Option(None, "--train-subset", min=1, help="Train on this many examples."),
-    label_noise: float = typer.Option(None, "--label-noise", min=0.0, max=1.0, help="Fraction of labels flipped."),
-    config: Path = typer.Option(None, "--config", help="A TOML file with the run's config."),
+    model: str = typer.Option(None, "--model", "-m", show_default="lenet5",
+                              help="A registered model (see `robustcnn models`)."),
+    dataset: str = typer.Option(None, "--dataset", "-d", show_default="digits",
+                                help="digits, mnist, fashion-mnist, cifar10, imagefolder:<path>."),
+    epochs: int = typer.Option(None, "--epochs", min=1, show_default="10"),
+    batch_size: int = typer.Option(None, "--batch-size", min=1, show_default="128"),
+    optimizer: OptimizerChoice = typer.Option(None, "--optimizer", show_default="adam"),
+    lr: float = typer.Option(None, "--lr", callback=_positive_number,
+                             show_default="by optimizer: sgd 0.05, adam 0.001, adadelta 1.0"),
+    width: int = typer.Option(None, "--width", min=1, show_default="the model's: cnn5 64, mlp 512, resnet18k 64",
+                              help="Width multiplier k (cnn5, resnet18k, mlp)."),
+    train_subset: int = typer.Option(None, "--train-subset", min=1, show_default="all",
+                                     help="Train on this many examples."),
+    label_noise: float = typer.Option(None, "--label-noise", min=0.0, max=1.0, show_default="0.0",
+                                      help="Fraction of labels flipped."),
+    config: Path = typer.Option(None, "--config", help="A TOML file with the run's config (flags override it)."),
     data_root: Path = DATA_ROOT, seed: int = SEED, device: str = DEVICE, out: Path = OUT, overrides: list[str] = SET,
-    threads: int = THREADS,
+    threads: int = THREADS, quiet: bool = QUIET,
 ) -> None:
     """Train one model and write a run folder with its history table and overfitting curve."""
-    _threads(threads)
+    _setup(threads, quiet)
     from robustcnn.config import load_config
     from robustcnn.experiments.training import TrainRunConfig, run_train
 
@@ -244,23 +290,31 @@ def train(
 @app.command()
 def study(
     kind: StudyKind = typer.Argument(StudyKind.ADVERSARIAL, help="Which study."),
-    config: Path = typer.Option(None, "--config", "-c", help="A study config (studies/*.toml); default: the CPU profile."),
-    dataset: str = typer.Option(None, "--dataset", "-d", help="Override the config's dataset."),
-    executor: str = typer.Option(None, "--executor", help="Sweeps: local (default) or ray."),
-    address: str = typer.Option(None, "--address", help="Sweeps: a Ray cluster address."),
-    workers: int = typer.Option(None, "--workers", min=1, help="Sweeps: local worker processes."),
-    data_root: Path = DATA_ROOT, seed: int = SEED, device: str = DEVICE, out: Path = OUT, overrides: list[str] = SET,
-    threads: int = THREADS,
+    config: Path = typer.Option(None, "--config", "-c", show_default="the study's CPU profile",
+                                help="A study config (studies/*.toml)."),
+    dataset: str = typer.Option(None, "--dataset", "-d", show_default="the config's",
+                                help="Override the config's dataset."),
+    executor: str = typer.Option(None, "--executor", show_default="local",
+                                 help="Sweeps and adversarial models: local or ray."),
+    address: str = typer.Option(None, "--address", show_default="a local Ray instance",
+                                help="Sweeps and adversarial models: a Ray cluster address."),
+    workers: int = typer.Option(None, "--workers", min=1, show_default="1",
+                                help="Sweeps and adversarial models: worker processes."),
+    seed: int = typer.Option(None, "--seed", min=0, max=SEED_MAX, show_default="the config's; sweeps: its seed list",
+                             help="Seed for data subsets, init, shuffling and attacks (sweeps: the only seed)."),
+    data_root: Path = DATA_ROOT, device: str = DEVICE, out: Path = OUT, overrides: list[str] = SET,
+    threads: int = THREADS, quiet: bool = QUIET,
 ) -> None:
-    """Run a study and write its tables, figures and report.md (sweeps resume from finished points)."""
-    _threads(threads)
+    """Run a study and write its tables, figures and report.md (sweeps and the adversarial study resume)."""
+    _setup(threads, quiet)
     from robustcnn.config import load_config
 
     flags = {"data.dataset": dataset, "data.data_root": data_root, "device": device}
     if kind == StudyKind.ADVERSARIAL:
         from robustcnn.experiments.adversarial import AdversarialStudyConfig, run_adversarial_study
 
-        cfg = load_config(AdversarialStudyConfig, config, _overrides({**flags, "seed": seed}, overrides))
+        spread = {"executor": executor, "address": address, "workers": workers}
+        cfg = load_config(AdversarialStudyConfig, config, _overrides({**flags, **spread, "seed": seed}, overrides))
         _writable(out)
         path = run_adversarial_study(cfg, out)
     elif kind == StudyKind.INVARIANCE:
@@ -295,10 +349,18 @@ def study(
 def _floats(text: str | None, what: str) -> list[float] | None:
     if text is None:
         return None
+    import math
+
+    items = [v.strip() for v in text.split(",")]
+    if "" in items:  # '0.1,,0.2' or a trailing comma: a lost value, not a shorter list
+        raise UsageError(f"{what} '{text}' has an empty item; give comma-separated numbers like 0,0.1 or 8/255")
     try:
-        return [_number(v.strip()) for v in text.split(",") if v.strip()]
+        values = [_number(v) for v in items]
     except (ValueError, ZeroDivisionError):
         raise UsageError(f"{what} must be comma-separated numbers or fractions like 8/255, got '{text}'") from None
+    if not all(math.isfinite(v) for v in values):
+        raise UsageError(f"{what} must be finite numbers, got '{text}'")
+    return values
 
 
 def _model_args(pairs: list[str]) -> dict[str, Any]:
@@ -319,7 +381,10 @@ def _number(text: str) -> float:
 @app.command()
 def benchmark(
     model: str = typer.Argument(..., help="file.py:factory, package.module:factory, a zoo name, TorchScript or .pt2."),
-    dataset: str = typer.Option("mnist", "--dataset", "-d"),
+    dataset: str = typer.Option("mnist", "--dataset", "-d", help="mnist, fashion-mnist, cifar10, digits, "
+                                "imagefolder:<path>."),
+    name: str = typer.Option(None, "--name", show_default="the model argument",
+                             help="The model's name on the scorecard and leaderboard."),
     weights: Path = typer.Option(None, "--weights", help="A state_dict (read with weights_only=True)."),
     pretrained: str = typer.Option(None, "--pretrained", help="A zoo name's shipped weights by tag, e.g. mnist."),
     untrained: bool = typer.Option(False, "--untrained", help="Score a zoo name's random initialisation on purpose."),
@@ -327,21 +392,28 @@ def benchmark(
     suite: str = typer.Option("standard", "--suite", help="Attack suite: quick (FGSM + PGD-40), standard "
                               "(AutoAttack, as RobustBench), full (standard + PGD + DeepFool)."),
     attacks: str = typer.Option(None, "--attacks", help="Comma-separated attack names (overrides --suite)."),
-    eps: str = typer.Option(None, "--eps", help="Comma-separated epsilons, e.g. 0.1 or 8/255 (default by dataset)."),
+    eps: str = typer.Option(None, "--eps", show_default="0,0.1,0.2,0.3; colour images 0,2/255,4/255,8/255",
+                            help="Comma-separated epsilons, e.g. 0.1 or 8/255."),
     n_examples: int = typer.Option(1000, "--n-examples", min=1, help="The first N test examples, in order."),
     attack_seeds: int = typer.Option(1, "--attack-seeds", min=1, help="Repeat random attacks over seeds."),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="First attack seed (seeds seed .. seed + "
+                             "attack-seeds - 1)."),
+    batch_size: int = typer.Option(500, "--batch-size", min=1, help="Examples per attack batch."),
     mean: str = typer.Option(None, "--mean", help="Per-channel mean the model expects, e.g. 0.49,0.48,0.45."),
     std: str = typer.Option(None, "--std", help="Per-channel std the model expects."),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow files that need pickled code (runs it)."),
-    image_size: int = typer.Option(None, "--image-size", min=4, help="Resize the dataset's images to this size."),
-    data_root: Path = DATA_ROOT, device: str = DEVICE, out: Path = OUT, threads: int = THREADS,
+    image_size: int = typer.Option(None, "--image-size", min=4, show_default="the dataset's; a zoo model's own",
+                                   help="Resize the dataset's images to this size."),
+    data_root: Path = DATA_ROOT, device: str = DEVICE, out: Path = OUT, threads: int = THREADS, quiet: bool = QUIET,
 ) -> None:
     """Scorecard for a model you bring: pre-flight checks, robust accuracy with intervals, lint, leaderboard."""
-    _threads(threads)
+    _setup(threads, quiet)
     kwargs = _model_args(model_arg)
+    from robustcnn.benchmark import check_run_settings
     from robustcnn.suites import resolve_suite
 
     resolve_suite(suite)  # an unknown suite: one line, before any work
+    check_run_settings(name, seed, batch_size)
     names = None if attacks is None else [a.strip() for a in attacks.split(",") if a.strip()]
     if names is not None and not names:
         raise UsageError(f"--attacks '{attacks}' names no attack; see `robustcnn attacks`")
@@ -355,12 +427,14 @@ def benchmark(
               "suite": suite if names is None else "+".join(names), "attacks": names,
               "eps": _floats(eps, "--eps"), "n_examples": n_examples,
               "attack_seeds": attack_seeds, "mean": _floats(mean, "--mean"), "std": _floats(std, "--std"),
-              "trust_pickle": trust_pickle, "image_size": image_size}
+              "trust_pickle": trust_pickle, "image_size": image_size, "name": name, "seed": seed,
+              "batch_size": batch_size}
     dev = str(resolve_device(device or "auto"))
     card = run_benchmark(model, dataset=dataset, weights=weights, model_args=kwargs, attacks=names,
                          epsilons=config["eps"], n_examples=n_examples, attack_seeds=attack_seeds, mean=config["mean"],
                          std=config["std"], trust_pickle=trust_pickle, data_root=data_root, image_size=image_size,
-                         device=dev, pretrained=pretrained, untrained=untrained, suite=suite)
+                         device=dev, pretrained=pretrained, untrained=untrained, suite=suite, name=name, seed=seed,
+                         batch_size=batch_size, store=out / ".sweep-store" / "benchmark")  # resumable (benchmark_units)
     path = write_benchmark(card, out, config=config, device=dev)
     worst = card.robust[card.robust["attack"] == "worst_case"]
     if worst.empty:  # one attack (e.g. the standard suite's autoattack): it is the worst case
@@ -383,9 +457,10 @@ def anatomy(
     epochs: int = typer.Option(10, "--epochs", min=1, help="Epochs for a zoo model trained here (no --weights)."),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow files that need pickled code (runs it)."),
     data_root: Path = DATA_ROOT, seed: int = SEED, device: str = DEVICE, out: Path = OUT, threads: int = THREADS,
+    quiet: bool = QUIET,
 ) -> None:
     """Kernels and the feature maps after every convolution and pooling for one test image, beside its PGD example."""
-    _threads(threads)
+    _setup(threads, quiet)
     kwargs = _model_args(model_arg)
     _writable(out)
     from robustcnn.anatomy import run_anatomy
@@ -409,14 +484,19 @@ def models(
     pattern: str = typer.Argument("*", help="Shell-style pattern, e.g. 'lenet*'."),
     dataset: str = typer.Option("mnist", "--dataset", "-d", help="Dataset the parameter counts are for."),
 ) -> None:
-    """List registered models: name, parameter count on a dataset, description."""
-    from robustcnn.models import describe_models
+    """List registered models: name, parameter count on a dataset at the factory's default width, description."""
+    from robustcnn.models import MODELS, describe_models
 
     rows = describe_models(pattern, dataset)
     if not rows:
         raise UsageError(f"no model matches '{pattern}'; run `robustcnn models` to see them all")
+    typer.echo(f"{'model':<14} {'parameters':>12}  {'width':>5}  description")
     for r in rows:
-        typer.echo(f"{r['name']:<14} {r['parameters']:>12,}  {r['description']}")
+        width = MODELS.get(r["name"]).meta.get("width")
+        typer.echo(f"{r['name']:<14} {r['parameters']:>12,}  {width if width else '-':>5}  {r['description']}")
+    typer.echo(f"parameters: every learned value on {dataset}, each model built by its factory's defaults; width: "
+               "the default width multiplier k those counts use ('-': the model has none; another k: --width in "
+               "train, --model-arg width=K in benchmark and anatomy)")
 
 
 @app.command()

@@ -105,7 +105,13 @@ def cache_dir() -> Path:
 def resolve_data_root(root: str | Path | None) -> Path | None:
     """--data-root, else $ROBUSTCNN_DATA, else None (meaning: the cache dir, where downloads may go)."""
     chosen = root if root is not None else os.environ.get("ROBUSTCNN_DATA")
-    return Path(chosen).expanduser() if chosen else None
+    if not chosen:
+        return None
+    path = Path(chosen).expanduser()
+    if not path.is_dir():  # for every dataset, digits included: a mistyped root must not pass unnoticed
+        where = "--data-root" if root is not None else "$ROBUSTCNN_DATA"
+        raise UsageError(f"data root {path} ({where}) does not exist or is not a folder")
+    return path
 
 
 def load_dataset(

@@ -29,9 +29,11 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
+from robustcnn import progress
 from robustcnn.attacks import AttackConfig, CountingModel, ThreatModel, as_attack_config, check_budget, predict
 from robustcnn.data import DataBundle
 from robustcnn.errors import UsageError, check_choice
+from robustcnn.units import UnitRunner, compute_now, examples_fingerprint, frame_record, record_frame, record_tensor, tensor_record
 
 DEFAULT_ATTACKS = ("fgsm", "pgd")
 DEFAULT_EPSILONS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3)
@@ -59,12 +61,15 @@ class RobustnessResult:
 
 def evaluate_robustness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, attacks: Sequence[str | AttackConfig],
                         epsilons: Sequence[float], curve: str | Curve = Curve.CUMULATIVE, batch_size: int = 500,
-                        seed: int = 0, keep_adversarials: int = 0) -> RobustnessResult:
+                        seed: int = 0, keep_adversarials: int = 0, label: str = "attacks",
+                        units: UnitRunner | None = None) -> RobustnessResult:
     """Robust accuracy of `model` on (x, y) for each attack x epsilon, plus the per-sample worst case.
 
     The model is used as given (call model.eval() first; the lint flags a model left in train mode).
     curve: "cumulative" or "per-epsilon" (module docstring). Each attack is seeded with `seed`.
     keep_adversarials: keep the adversarial images of the first k examples (for a gallery).
+    label: names the progress (robustcnn.progress): a bar, or a line per attack x epsilon, on stderr.
+    units: runs each attack as a unit (robustcnn.units.Units: stored, and reused by a resumed run); None computes.
     """
     import foolbox as fb
 
@@ -81,29 +86,67 @@ def evaluate_robustness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, a
     fmodel = fb.PyTorchModel(counter, bounds=(0, 1), device=x.device)
     clean_pred = predict(model, x).argmax(1)
     clean_correct = clean_pred == y
+    grid = _Grid(fmodel, counter, x, y, clean_pred, clean_correct, eps_grid, mode == Curve.PER_EPSILON, batch_size,
+                 seed, keep_adversarials)
+    run, examples = (compute_now, None) if units is None else (units, examples_fingerprint(x, y))
     sample_frames, cost_rows, adversarials = [], [], {}
-    for cfg in configs:
-        torch.manual_seed(seed)
-        attacker = _Attacker(cfg.build(), fmodel, x, y, cfg.threat_model, batch_size)
-        counter.forwards = counter.backwards = 0
-        t0 = time.perf_counter()
-        states = _minimal_states if cfg.minimal else _incremental_states
-        for state in states(attacker, cfg, clean_correct, clean_pred, eps_grid, mode == Curve.PER_EPSILON):
-            sample_frames.append(_sample_frame(state, cfg, x, y, clean_pred, clean_correct))
-            if keep_adversarials:
-                adversarials[(cfg.name, state.eps)] = state.adv_x[:keep_adversarials].detach().cpu()
-        if x.device.type == "cuda":
-            torch.cuda.synchronize(x.device)
-        cost_rows.append({"attack": cfg.name, "seconds": time.perf_counter() - t0, "forward_passes": counter.forwards,
-                          "backward_passes": counter.backwards})
+    with progress.task(label, len(configs) * len(eps_grid)) as bar:  # a bar, or a line per attack x epsilon
+        for cfg in configs:
+            # one unit: everything that decides this attack's outcome (attacks are seeded one by one, so an
+            # attack's outcome does not depend on the others in the grid)
+            spec = {"unit": "attack", "attack": cfg, "epsilons": eps_grid, "curve": mode.value, "seed": seed,
+                    "batch_size": batch_size, "keep_adversarials": keep_adversarials, "examples": examples}
+            record = run(spec, lambda cfg=cfg: _attack_record(cfg, grid, bar))
+            for eps in eps_grid if record.get("resumed") else ():
+                bar.advance(f"{cfg.name} eps={eps:.4g} (stored)")
+            sample_frames.append(record_frame(record["samples"]))
+            cost_rows.append(record["cost"])
+            adversarials.update({(cfg.name, eps): record_tensor(adv) for eps, adv in zip(eps_grid, record["adversarials"])})
     samples = pd.concat(sample_frames, ignore_index=True)
     samples = pd.concat([samples, worst_case_samples(samples)], ignore_index=True)
     table = (samples.groupby(["attack", "threat_model", "epsilon"], sort=False)["correct"]
              .agg(robust_accuracy="mean", n="size").reset_index())
     table["robust_accuracy"] = table["robust_accuracy"].astype(float)
     table["curve"] = mode.value
-    return RobustnessResult(table, samples, pd.DataFrame(cost_rows), float(clean_correct.float().mean()), mode.value,
-                            adversarials)
+    return RobustnessResult(table, samples, pd.DataFrame(cost_rows).assign(n=len(y)),
+                            clean_correct.sum().item() / len(y), mode.value, adversarials)
+
+
+class _Grid(NamedTuple):
+    """What every attack of one evaluation shares."""
+
+    fmodel: Any
+    counter: CountingModel
+    x: torch.Tensor
+    y: torch.Tensor
+    clean_pred: torch.Tensor
+    clean_correct: torch.Tensor
+    eps_grid: list[float]
+    per_epsilon: bool
+    batch_size: int
+    seed: int
+    keep: int
+
+
+def _attack_record(cfg: AttackConfig, g: _Grid, bar: Any) -> dict[str, Any]:
+    """One attack over the epsilon grid as a unit record (robustcnn.units): its per-sample outcomes, its cost, and
+    the adversarials of the first `keep` examples at each epsilon (in grid order)."""
+    torch.manual_seed(g.seed)
+    attacker = _Attacker(cfg.build(), g.fmodel, g.x, g.y, cfg.threat_model, g.batch_size)
+    g.counter.forwards = g.counter.backwards = 0
+    t0 = time.perf_counter()
+    states = _minimal_states if cfg.minimal else _incremental_states
+    frames, kept = [], []
+    for state in states(attacker, cfg, g.clean_correct, g.clean_pred, g.eps_grid, g.per_epsilon):
+        frames.append(_sample_frame(state, cfg, g.x, g.y, g.clean_pred, g.clean_correct))
+        if g.keep:
+            kept.append(tensor_record(state.adv_x[:g.keep]))
+        bar.advance(f"{cfg.name} eps={state.eps:.4g}")
+    if g.x.device.type == "cuda":
+        torch.cuda.synchronize(g.x.device)
+    cost = {"attack": cfg.name, "seconds": time.perf_counter() - t0, "forward_passes": g.counter.forwards,
+            "backward_passes": g.counter.backwards}
+    return {"samples": frame_record(pd.concat(frames, ignore_index=True)), "cost": cost, "adversarials": kept}
 
 
 class _State(NamedTuple):
@@ -250,7 +293,8 @@ def evaluate_model(model: nn.Module, data: DataBundle, *, name: str = "model",
                    attacks: Sequence[str | AttackConfig] | None = None, epsilons: Sequence[float] | None = None,
                    curve: str | Curve = Curve.CUMULATIVE, n_examples: int = 500, batch_size: int = 500,
                    lint: bool = True, lint_examples: int = 200, seed: int = 0, keep_adversarials: int = 0,
-                   clean_splits: tuple[str, ...] = ("train", "test"), strong_lint: bool = False) -> Evaluation:
+                   clean_splits: tuple[str, ...] = ("train", "test"), strong_lint: bool = False,
+                   units: UnitRunner | None = None) -> Evaluation:
     """Clean accuracy (whole splits), robust accuracy over attacks x epsilons on the first n_examples of the
     test split, and the lint on the first lint_examples of those, for any model.
 
@@ -258,6 +302,7 @@ def evaluate_model(model: nn.Module, data: DataBundle, *, name: str = "model",
     The model should be in eval mode (the lint FAILs a model in train mode) and on data's device.
     clean_splits: the splits whose whole clean accuracy goes in `clean` (the benchmark needs none).
     strong_lint: the lint also tests the attacks against each other (lint_evaluation's strong_checks).
+    units: runs each attack and the lint as units (robustcnn.units.Units: stored, reused on resume); None computes.
     """
     from robustcnn.lint import lint_evaluation  # the lint runs evaluations itself
 
@@ -272,13 +317,19 @@ def evaluate_model(model: nn.Module, data: DataBundle, *, name: str = "model",
         xs, ys = getattr(data, f"x_{split}", None), getattr(data, f"y_{split}", None)
         if xs is None:
             raise UsageError(f"unknown split '{split}' for clean accuracy")
-        acc = (predict(model, xs).argmax(1) == ys).float().mean().item()
+        acc = (predict(model, xs).argmax(1) == ys).sum().item() / len(ys)
         clean_rows.append({"model": name, "split": split, "accuracy": acc, "n": len(ys)})
     result = evaluate_robustness(model, x, y, attacks=configs, epsilons=eps, curve=curve, batch_size=batch_size,
-                                 seed=seed, keep_adversarials=keep_adversarials)
-    lint_table = (lint_evaluation(model, x, y, attacks=configs, epsilons=eps, table=result.table, n=lint_examples,
-                                  seed=seed, batch_size=batch_size, strong_checks=strong_lint)
-                  if lint else pd.DataFrame(columns=["check", "status", "detail"]))
+                                 seed=seed, keep_adversarials=keep_adversarials, label=name, units=units)
+    lint_table = pd.DataFrame(columns=["check", "status", "detail"])
+    if lint:
+        spec = {"unit": "lint", "attacks": configs, "epsilons": eps, "curve": result.curve, "n": lint_examples,
+                "seed": seed, "batch_size": batch_size, "strong": strong_lint,
+                "examples": None if units is None else examples_fingerprint(x, y)}
+        record = (units or compute_now)(spec, lambda: {"lint": frame_record(lint_evaluation(
+            model, x, y, attacks=configs, epsilons=eps, table=result.table, n=lint_examples, seed=seed,
+            batch_size=batch_size, strong_checks=strong_lint))})
+        lint_table = record_frame(record["lint"])
 
     def tag(df: pd.DataFrame) -> pd.DataFrame:
         return df.assign(model=name)[["model", *df.columns]]

@@ -77,12 +77,12 @@ def transform_accuracy(models: Models, x: torch.Tensor, y: torch.Tensor, transfo
         check_magnitude(t, m, x)
         xt = apply_transform(x, t, m, generator(seed, t.value, m), fill=fill, elastic_sigma=elastic_sigma)
         for name, pred in predictions(models, xt, batch_size).items():
-            rows.append(_row(name, t, m, "random", "one draw per image", (pred == y).float().mean().item(), len(y)))
+            rows.append(_row(name, t, m, "random", "one draw per image", (pred == y).double().mean().item(), len(y)))
         if worst:
             for name, (ok, method) in worst_case(models, x, y, t, m, seed=seed, batch_size=batch_size, fill=fill,
                                                  elastic_sigma=elastic_sigma, grid_steps=grid_steps,
                                                  worst_of=worst_of).items():
-                rows.append(_row(name, t, m, "worst", method, ok.float().mean().item(), len(y)))
+                rows.append(_row(name, t, m, "worst", method, ok.double().mean().item(), len(y)))
     return pd.DataFrame(rows)
 
 
@@ -127,7 +127,7 @@ def consistency(models: Models, x: torch.Tensor, transform: str | Transform, mag
                                                     elastic_sigma=elastic_sigma), batch_size) for i in (0, 1))
         for name in models:
             rows.append({"model": name, "transform": t.value, "magnitude": float(m), "unit": UNITS[t],
-                         "consistency": (a[name] == b[name]).float().mean().item(), "n": len(x)})
+                         "consistency": (a[name] == b[name]).double().mean().item(), "n": len(x)})
     return pd.DataFrame(rows)
 
 
@@ -139,7 +139,7 @@ def shift_grid(models: Models, x: torch.Tensor, y: torch.Tensor, k: int, *, batc
     for point in transform_grid(Transform.TRANSLATE, k):
         for name, pred in predictions(models, apply_grid_point(x, Transform.TRANSLATE, point, fill=fill),
                                       batch_size).items():
-            rows.append({"model": name, **point, "accuracy": (pred == y).float().mean().item(), "n": len(y)})
+            rows.append({"model": name, **point, "accuracy": (pred == y).double().mean().item(), "n": len(y)})
     return pd.DataFrame(rows)
 
 
@@ -162,7 +162,7 @@ def corruption_accuracy(models: Models, x: torch.Tensor, y: torch.Tensor,
             for name, pred in predictions(models, corrupt(x, c, s, seed), batch_size).items():
                 ok = pred == y
                 hits[name].append(ok)
-                rows.append({"model": name, "corruption": c.value, "severity": int(s), "accuracy": ok.float().mean().item(),
+                rows.append({"model": name, "corruption": c.value, "severity": int(s), "accuracy": ok.double().mean().item(),
                              "n": len(y), "published_level": published.get(c) == s})
     table = pd.DataFrame(rows)
     return (table, {k: torch.stack(v, 1) for k, v in hits.items()}) if per_sample else table

@@ -1,7 +1,8 @@
 """The per-dataset leaderboard, `<out>/leaderboard/<dataset>.csv`: one row per model x evaluation setup.
 
 A row is keyed by (weights_hash, suite, attacks, epsilons, n), so different evaluation setups are different
-rows. `robust@<eps>` is always the worst case over the row's attacks (per example: robust only if every attack
+rows; `lint` is the run's worst lint status (FAIL, WARN, PASS, or 'not run'), and `<dataset>.md` shows the board
+as a Markdown table. `robust@<eps>` is always the worst case over the row's attacks (per example: robust only if every attack
 fails), for L-inf; other threat models get `robust_<threat>@<eps>`. Rows are sorted by worst-case robust
 accuracy at the largest epsilon (ties: the next smaller epsilon, then clean accuracy).
 
@@ -25,10 +26,10 @@ import pandas as pd
 from filelock import FileLock, Timeout
 
 from robustcnn.errors import UsageError
-from robustcnn.results import atomic_write_text
+from robustcnn.results import atomic_write_text, markdown_table
 
 KEY = ["weights_hash", "suite", "attacks", "epsilons", "n"]
-TEXT = ["model", "weights_hash", "dataset", "suite", "attacks", "curve", "epsilons", "run_dir"]
+TEXT = ["model", "weights_hash", "dataset", "suite", "attacks", "curve", "epsilons", "lint", "run_dir"]
 REQUIRED = ["model", "weights_hash", "clean_accuracy"]
 LOCK_TIMEOUT_S = 120.0
 
@@ -67,7 +68,14 @@ def leaderboard_row(card: Any, run_dir: Path | str) -> dict[str, Any]:
             "parameters": card.parameters, "suite": suite, "attacks": "+".join(attacks),
             "attack_seeds": int(getattr(card, "attack_seeds", 1)), "curve": _curve(card.robust),
             "epsilons": " ".join(f"{e:.4g}" for e in epsilons),
-            "n": int(card.n), "clean_accuracy": card.clean_accuracy, **robust_columns(card), "run_dir": str(run_dir)}
+            "n": int(card.n), "clean_accuracy": card.clean_accuracy, "lint": lint_status(getattr(card, "lint", None)),
+            **robust_columns(card), "run_dir": str(run_dir)}
+
+
+def lint_status(lint: pd.DataFrame | None) -> str:
+    """The worst status of a run's lint (FAIL over WARN over PASS; SKIP rows say nothing), or 'not run'."""
+    statuses = set() if lint is None or "status" not in lint else set(lint["status"])
+    return next((s for s in ("FAIL", "WARN", "PASS") if s in statuses), "not run")
 
 
 def _curve(robust: Any) -> str:
@@ -133,7 +141,7 @@ def merge_row(board: pd.DataFrame, row: dict[str, Any]) -> tuple[pd.DataFrame, s
         return sort_board(pd.DataFrame([row])), "added"
     same = board.apply(lambda r: all(str(r[c]) == str(row[c]) for c in KEY), axis=1)
     stronger = board.apply(lambda r: at_least_as_strong(r, row) and not at_least_as_strong(row, r), axis=1)
-    if stronger.any() and not same.any():
+    if stronger.any():  # a same-setup rerun with fewer attack seeds (or a weaker curve) is weaker, not a rerun
         return board, "kept stronger"
     # rows from boards written before setups were recorded cannot be compared: a new run of their weights replaces them
     legacy = board["attacks"].isna() & (board["weights_hash"] == row["weights_hash"])
@@ -166,6 +174,7 @@ def update_leaderboard_row(path: Path, row: dict[str, Any]) -> tuple[pd.DataFram
             board, outcome = merge_row(read_leaderboard(path), row)
             if outcome != "kept stronger":
                 atomic_write_text(path, board.to_csv(index=False))
+                atomic_write_text(path.with_suffix(".md"), markdown_table(board) + "\n")  # for reading
     except Timeout as err:
         raise UsageError(f"leaderboard {path} stayed locked by another process for {LOCK_TIMEOUT_S:g} s; "
                          "retry when the other benchmark has finished") from err

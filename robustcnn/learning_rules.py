@@ -12,7 +12,6 @@ number of passes the rule made and `seconds` the learning time.
 """
 from __future__ import annotations
 
-import sys
 import time
 from typing import Any, Protocol, runtime_checkable
 
@@ -22,6 +21,7 @@ import torch.nn as nn
 
 from robustcnn.data import DataBundle
 from robustcnn.errors import UsageError
+from robustcnn.progress import task as progress_task
 
 
 @runtime_checkable
@@ -62,10 +62,11 @@ def train_by_own_rule(model: nn.Module, data: DataBundle, cfg: Any, *, seed: int
     model.to(device)
     splits = make_splits(data.to(device), cfg, seed)
     seed_everything(seed)
-    show = sys.stderr.isatty() if progress is None else progress
     t0 = time.perf_counter()
-    stats = model.fit_without_backprop(splits.x_train, splits.y_train, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                                       seed=seed, progress=show)
+    with progress_task(label, 1, enabled=progress) as bar:  # one unit: the rule's passes (the model prints its layers)
+        stats = model.fit_without_backprop(splits.x_train, splits.y_train, epochs=cfg.epochs,
+                                           batch_size=cfg.batch_size, seed=seed, progress=bar.shown)
+        bar.advance(f"learned by its own rule ({model.learning_rule})")
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     t1 = time.perf_counter()

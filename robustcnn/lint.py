@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from robustcnn import progress
 from robustcnn.attacks import AttackConfig, as_attack_config, predict
 from robustcnn.evaluation import RobustnessResult, evaluate_robustness
 from robustcnn.lint_strength import strong_rows
@@ -62,27 +63,82 @@ def lint_evaluation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, attac
     x, y = x[:n], y[:n]
     configs = [as_attack_config(a) for a in attacks]
     grid = sorted({0.0, *(epsilons if epsilons is not None else (table["epsilon"] if table is not None else []))})
-    checks = [check_eval_mode(model), check_deterministic(model, x), check_batch_invariance(model, x),
-              check_logits(model, x), check_gradients(model, x, y)]
-    per_eps = (evaluate_robustness(model, x, y, attacks=configs, epsilons=grid, curve="per-epsilon", seed=seed,
-                                   batch_size=batch_size) if configs else None)
-    checks += [check_eps0(model, x, y, per_eps), check_monotone(per_eps),
-               check_pgd_vs_fgsm(table if table is not None else (per_eps.table if per_eps else None), configs)]
     iterative = [c for c in configs if c.iterative]
-    checks += [check_convergence(model, x, y, c, per_eps, seed, batch_size) for c in iterative] or [
-        Check("attack_converged", Status.SKIP, "no iterative attack (one with steps) in the grid")]
-    checks += [check_unbounded(model, x, y, seed, batch_size)]
-    rows = pd.DataFrame([{"check": c.check, "status": c.status.value, "detail": c.detail} for c in checks])
-    return pd.concat([rows, strong_rows(model, x, y, configs, grid, per_eps, seed, batch_size, run=strong_checks)],
-                     ignore_index=True)
+    steps = 3 + max(1, len(iterative)) + (3 if strong_checks else 0)
+    # a bar, or a line per step; the lint's own attack runs are its steps, not lines of their own
+    with progress.task("lint", steps, hush_inner=True) as bar:
+        checks = [check_eval_mode(model, x), check_deterministic(model, x), check_batch_invariance(model, x),
+                  check_logits(model, x), check_gradients(model, x, y)]
+        bar.advance("model checks")
+        per_eps = (evaluate_robustness(model, x, y, attacks=configs, epsilons=grid, curve="per-epsilon", seed=seed,
+                                       batch_size=batch_size, label="lint per-epsilon") if configs else None)
+        checks += [check_eps0(model, x, y, per_eps), check_monotone(per_eps),
+                   check_pgd_vs_fgsm(table if table is not None else (per_eps.table if per_eps else None), configs)]
+        bar.advance("independent per-epsilon attacks")
+        for c in iterative:
+            checks.append(check_convergence(model, x, y, c, per_eps, seed, batch_size))
+            bar.advance(f"attack_converged {c.name}")
+        if not iterative:
+            checks.append(Check("attack_converged", Status.SKIP, "no iterative attack (one with steps) in the grid"))
+            bar.advance("attack_converged")
+        checks += [check_unbounded(model, x, y, seed, batch_size)]
+        bar.advance("unbounded_attack")
+        rows = pd.DataFrame([{"check": c.check, "status": c.status.value, "detail": c.detail} for c in checks])
+        strong = strong_rows(model, x, y, configs, grid, per_eps, seed, batch_size, run=strong_checks,
+                             on_check=bar.advance)
+    return pd.concat([rows, strong], ignore_index=True)
 
 
-def check_eval_mode(model: nn.Module) -> Check:
+def _set_mode(model: nn.Module, training: bool) -> None:
+    try:
+        model.train(training)
+    except NotImplementedError:  # torch.export modules refuse .train()/.eval(): their mode was fixed at export
+        for m in model.modules():
+            m.training = training
+
+
+def mode_difference(model: nn.Module, x: torch.Tensor) -> tuple[float, float]:
+    """(largest |train-mode output - eval-mode output| on x, largest |eval-mode output|). Each module's mode,
+    the buffers (batch-norm running statistics) and the random state are left as they were: measuring must not
+    change the model."""
+    modes = {m: m.training for m in model.modules()}
+    buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
+    cuda = [x.device.index if x.device.index is not None else torch.cuda.current_device()] if x.is_cuda else []
+    try:
+        with torch.random.fork_rng(devices=cuda), torch.no_grad():
+            _set_mode(model, True)
+            trained = model(x)
+            _set_mode(model, False)
+            evaluated = model(x)
+    finally:
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                b.copy_(buffers[name])
+        for m, training in modes.items():
+            m.training = training
+    return (trained.float() - evaluated.float()).abs().max().item(), evaluated.float().abs().max().item()
+
+
+def changes_with_mode(model: nn.Module, x: torch.Tensor) -> tuple[bool, float]:
+    """(whether train and eval mode give different outputs on x beyond float noise, the largest difference):
+    a factory's fresh module is in train mode, but without dropout or batch norm the mode changes nothing."""
+    diff, scale = mode_difference(model, x)
+    return not diff <= 1e-5 * (1 + scale), diff  # NaN counts as a change
+
+
+def check_eval_mode(model: nn.Module, x: torch.Tensor | None = None) -> Check:
+    """With x: FAIL only when modules are in train mode AND the outputs on x differ from eval mode's (dropout, batch
+    norm); without x, any module in train mode FAILs."""
     training = sorted({type(m).__name__ for m in model.modules() if m.training})
-    if training:
-        return Check("eval_mode", Status.FAIL, f"modules in train mode ({', '.join(training)}): dropout and batch norm "
-                     "change the outputs; call model.eval() before evaluating")
-    return Check("eval_mode", Status.PASS, "every module is in eval mode")
+    if not training:
+        return Check("eval_mode", Status.PASS, "every module is in eval mode")
+    if x is not None:
+        changed, diff = changes_with_mode(model, x[:32])
+        if not changed:
+            return Check("eval_mode", Status.PASS, f"modules in train mode ({', '.join(training)}), but the outputs "
+                         f"are the same in eval mode (max difference {diff:.2g})")
+    return Check("eval_mode", Status.FAIL, f"modules in train mode ({', '.join(training)}): dropout and batch norm "
+                 "change the outputs; call model.eval() before evaluating")
 
 
 def check_deterministic(model: nn.Module, x: torch.Tensor) -> Check:
@@ -141,9 +197,15 @@ def check_eps0(model: nn.Module, x: torch.Tensor, y: torch.Tensor, per_eps: Robu
     reports successes it did not find."""
     if per_eps is None:
         return Check("eps0_equals_clean", Status.SKIP, "no attacks given")
+    attacks = [a for a in per_eps.samples["attack"].unique() if not a.startswith("worst_case")]
+    at0 = per_eps.samples[per_eps.samples["epsilon"] == 0]
+    missing = [a for a in attacks if not (at0["attack"] == a).any()]
+    if missing:  # nothing was compared: passing would claim a check that never ran
+        return Check("eps0_equals_clean", Status.FAIL, f"not run: no epsilon-0 rows for {', '.join(missing)} (the "
+                     "lint's per-epsilon grid must include epsilon 0)")
     clean = (predict(model, x).argmax(1) == y).cpu().numpy()
     bad = []
-    for attack, rows in per_eps.samples[per_eps.samples["epsilon"] == 0].groupby("attack", sort=False):
+    for attack, rows in at0.groupby("attack", sort=False):
         if attack.startswith("worst_case"):
             continue
         rows = rows.sort_values("index")
@@ -250,7 +312,8 @@ def check_unbounded(model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: in
     result = evaluate_robustness(model, x, y, attacks=[cfg], epsilons=[1.0], seed=seed, batch_size=batch_size)
     acc = float(result.table["robust_accuracy"].iloc[-1])
     chance = 1.0 / classes
-    said = f"PGD-100 at epsilon 1 (no random start) leaves accuracy {acc:.3f} (n={len(y)}; chance {chance:.3f})"
+    said = (f"PGD-100 at epsilon 1 (no random start) leaves accuracy {acc:.3f} (n={len(y)}; "
+            f"chance 1/classes = {chance:.3f})")
     if acc > chance / 2:
         return Check("unbounded_attack", Status.FAIL, f"{said}, above chance/2: the attack is failing (gradient "
                      "masking?), so bounded results overstate robustness")

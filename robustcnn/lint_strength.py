@@ -16,7 +16,7 @@ Each uses independent per-epsilon attacks on the lint subset (examples counted, 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pandas as pd
 import torch
@@ -148,13 +148,17 @@ def check_radius_consistent(model: nn.Module, x: torch.Tensor, y: torch.Tensor, 
 
 def strong_rows(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: Sequence[AttackConfig],
                   epsilons: Sequence[float], per_eps: RobustnessResult | None, seed: int, batch_size: int,
-                  run: bool = True) -> pd.DataFrame:
-    """The three checks as lint rows; with run=False, SKIP rows that say how to turn them on."""
+                  run: bool = True, on_check: Callable[[str], None] = lambda name: None) -> pd.DataFrame:
+    """The three checks as lint rows; with run=False, SKIP rows that say how to turn them on.
+    on_check(name) is called as each check finishes (the lint's progress)."""
     names = ("implementations_agree", "square_vs_whitebox", "radius_consistent")
     if not run:
         return pd.DataFrame([{"check": c, "status": "SKIP", "detail": "off (the quick suite skips it for speed; on "
                               "with the standard and full suites, or lint strong_checks=True)"} for c in names])
-    rows = [check_implementations_agree(model, x, y, attacks, epsilons, seed, batch_size),
-            check_square_vs_whitebox(model, x, y, per_eps, epsilons, seed, batch_size),
-            check_radius_consistent(model, x, y, per_eps, epsilons, seed, batch_size)]
+    rows = [check_implementations_agree(model, x, y, attacks, epsilons, seed, batch_size)]
+    on_check(names[0])
+    rows.append(check_square_vs_whitebox(model, x, y, per_eps, epsilons, seed, batch_size))
+    on_check(names[1])
+    rows.append(check_radius_consistent(model, x, y, per_eps, epsilons, seed, batch_size))
+    on_check(names[2])
     return pd.DataFrame([{"check": c, "status": s, "detail": d} for c, s, d in rows])

@@ -255,11 +255,16 @@ def torch_load(path: Path, trust: bool, what: str = "weights file") -> Any:
         with quiet_torch():
             return torch.load(io.BytesIO(data), map_location="cpu", weights_only=not trust)
     except Exception as err:
-        if not trust and type(err).__name__ == "UnpicklingError" and "Unsupported global" in str(err):
+        # torch's wording varies ("Unsupported global: GLOBAL os.system", "unsupported GLOBAL posix.system whose
+        # module posix is blocked"): match the word, and name the global from the pickle itself
+        if not trust and type(err).__name__ == "UnpicklingError" and re.search(r"\bglobal\b", str(err), re.I):
             try:
-                names = f" ({', '.join(sorted(_pickled_names(data))[:3])})"
+                found = sorted(_pickled_names(data))
             except Exception:  # the names only make the message clearer
-                names = ""
+                found = []
+            said = re.search(r"GLOBAL:?\s+([\w.]+)", str(err), re.I)
+            found = found or ([said.group(1)] if said else [])
+            names = f" ({', '.join(found[:3])})" if found else ""
             raise UsageError(f"{what} {path} needs pickled code to load{names}, and unpickling can run arbitrary "
                              f"code; save a state_dict instead, or {TRUST_HINT}") from err
         raise UsageError(f"{what} {path} is not a readable PyTorch file ({first_line(err)[:160]})") from err

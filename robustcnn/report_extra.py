@@ -37,23 +37,25 @@ def radius_curve(radii: pd.Series, top: float, points: int = 200) -> tuple[np.nd
     return eps, (r[None, :] > eps[:, None]).mean(1)
 
 
-def with_radius_curves(fig: Figure, run_dir: Path, robust: pd.DataFrame) -> Figure:
+def with_radius_curves(fig: Figure, run_dir: Path, robust: pd.DataFrame, colors: dict[str, str]) -> Figure:
     """Draw each model's curve from FMN radii (tables/radii.csv, when the study measured them) on the panel of its
-    threat model, beside the fixed-epsilon curves of plot_robust_curves (same colour per model, thin solid)."""
+    threat model, beside the fixed-epsilon curves of plot_robust_curves (the model's colour, thin dash-dot steps)."""
+    from robustcnn.plotstyle import color_of, legend
+
     path = run_dir / "tables" / "radii.csv"
     if not path.exists():
         return fig
     radii = pd.read_csv(path)
-    threats, models = list(dict.fromkeys(robust["threat_model"])), list(dict.fromkeys(robust["model"]))
+    threats = list(dict.fromkeys(robust["threat_model"]))
     for (model, threat), g in radii.groupby(["model", "threat_model"], sort=False):
         if threat not in threats:
             continue
         ax = fig.axes[threats.index(threat)]
         top = float(robust.loc[robust["threat_model"] == threat, "epsilon"].max())
         eps, acc = radius_curve(g["radius"], top)
-        ax.plot(eps, acc, color=f"C{models.index(model) if model in models else 0}", lw=1.0, alpha=0.8,
-                drawstyle="steps-post", label=f"{model} / from FMN radii")
-        ax.legend(fontsize=7)
+        ax.plot(eps, acc, color=color_of(colors, model), lw=1.0, ls="-.", alpha=0.9, drawstyle="steps-post",
+                label=f"{model} / from FMN radii")
+        legend(ax)
     return fig
 
 

@@ -4,27 +4,34 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
-from robustcnn.report import header, read_table, reporter, save_figure, table_section
+from robustcnn.plotstyle import color_of, legend, model_colors, save_figure, subplots
+from robustcnn.report import figure_lines, header, read_table, reporter, run_colors, table_section
+from robustcnn.report_setup import setup_section
 
 
-def plot_transform_curves(acc: pd.DataFrame, cons: pd.DataFrame) -> plt.Figure:
+def plot_transform_curves(acc: pd.DataFrame, cons: pd.DataFrame, colors: dict[str, str] | None = None) -> Figure:
     """Row 1: accuracy vs magnitude, one panel per transformation, a line per model (solid: random draw,
-    dashed: worst case). Row 2: consistency under two random draws."""
+    dashed: worst case), with the 95 % Wilson band of the random draw. Row 2: consistency under two random draws."""
+    from robustcnn.plotstyle import accuracy_band
+
     transforms = list(dict.fromkeys(acc["transform"]))
-    models = list(dict.fromkeys(acc["model"]))
-    fig, axes = plt.subplots(2, len(transforms), figsize=(3.6 * len(transforms), 6.6), squeeze=False)
+    colors = model_colors(acc["model"]) if colors is None else colors
+    fig, axes = subplots(2, len(transforms), figsize=(3.6 * len(transforms), 6.6), squeeze=False)
     for col, t in enumerate(transforms):
         ax, ax2 = axes[0, col], axes[1, col]
         for (model, mode), g in acc[acc["transform"] == t].groupby(["model", "mode"], sort=False):
-            ax.plot(g["magnitude"], g["accuracy"], marker="o", ms=3, color=f"C{models.index(model)}",
-                    ls="-" if mode == "random" else "--", label=f"{model} ({mode})")
+            ax.plot(g["magnitude"], g["accuracy"], marker="o" if mode == "random" else "^", ms=3,
+                    color=color_of(colors, model), ls="-" if mode == "random" else "--", label=f"{model} ({mode})")
+            if mode == "random" and "n" in g:
+                accuracy_band(ax, g["magnitude"], g["accuracy"], g["n"], color_of(colors, model))
         part = cons[cons["transform"] == t] if len(cons) else cons
         for model, g in part.groupby("model", sort=False) if len(part) else []:
-            ax2.plot(g["magnitude"], g["consistency"], marker="o", ms=3, color=f"C{models.index(model)}", label=model)
+            ax2.plot(g["magnitude"], g["consistency"], marker="o", ms=3, color=color_of(colors, model), label=model)
         unit = acc.loc[acc["transform"] == t, "unit"].iloc[0]
         ax.set(title=t, ylim=(-0.02, 1.02), ylabel="accuracy" if col == 0 else None)
         ax2.set(xlabel=unit, ylim=(-0.02, 1.02), ylabel="consistency" if col == 0 else None)
@@ -33,16 +40,18 @@ def plot_transform_curves(acc: pd.DataFrame, cons: pd.DataFrame) -> plt.Figure:
                      transform=ax2.transAxes, fontsize=8)
         for a in (ax, ax2):
             a.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=6)
-    fig.suptitle("accuracy vs magnitude (solid: one random draw per image, dashed: worst case) and consistency")
+    legend(axes[0, 0], fontsize=6)
+    n = "/".join(str(int(v)) for v in sorted(set(acc["n"]))) if "n" in acc else "?"
+    fig.suptitle(f"accuracy vs magnitude (solid: one random draw per image, band: its 95 % Wilson interval; dashed: "
+                 f"worst case) and consistency; test, first n={n}")
     fig.tight_layout()
     return fig
 
 
-def plot_shift_grid(grid: pd.DataFrame) -> plt.Figure:
+def plot_shift_grid(grid: pd.DataFrame) -> Figure:
     """Accuracy for every shift (dx, dy), one panel per model."""
     models = list(dict.fromkeys(grid["model"]))
-    fig, axes = plt.subplots(1, len(models), figsize=(3.3 * len(models), 3.2), squeeze=False)
+    fig, axes = subplots(1, len(models), figsize=(3.3 * len(models), 3.2), squeeze=False)
     for ax, model in zip(axes[0], models):
         wide = grid[grid["model"] == model].pivot(index="dy", columns="dx", values="accuracy")
         im = ax.imshow(wide.to_numpy(), vmin=0, vmax=1, cmap="viridis", origin="upper",
@@ -53,12 +62,12 @@ def plot_shift_grid(grid: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def plot_corruption_heatmap(acc: pd.DataFrame, clean: pd.DataFrame) -> plt.Figure:
+def plot_corruption_heatmap(acc: pd.DataFrame, clean: pd.DataFrame) -> Figure:
     """Model x corruption: accuracy averaged over the severities, the clean accuracy in the first column."""
     mean = acc.groupby(["model", "corruption"], sort=False)["accuracy"].mean().unstack()
     mean = mean[list(dict.fromkeys(acc["corruption"]))].loc[list(dict.fromkeys(acc["model"]))]
     mean.insert(0, "clean", mean.index.map(dict(zip(clean["model"], clean["accuracy"]))))
-    fig, ax = plt.subplots(figsize=(0.62 * mean.shape[1] + 2, 0.5 * mean.shape[0] + 1.8))
+    fig, ax = subplots(figsize=(0.62 * mean.shape[1] + 2, 0.5 * mean.shape[0] + 1.8))
     ax.imshow(mean.to_numpy(), vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
     for (i, j), v in np.ndenumerate(mean.to_numpy()):
         ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7)
@@ -68,16 +77,16 @@ def plot_corruption_heatmap(acc: pd.DataFrame, clean: pd.DataFrame) -> plt.Figur
     return fig
 
 
-def _show(ax: plt.Axes, img: np.ndarray, title: str) -> None:
+def _show(ax: Axes, img: np.ndarray, title: str) -> None:
     img = np.transpose(img, (1, 2, 0))
     ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
     ax.set_title(title, fontsize=7)
     ax.axis("off")
 
 
-def plot_corruption_gallery(npz: dict[str, np.ndarray]) -> plt.Figure:
+def plot_corruption_gallery(npz: dict[str, np.ndarray]) -> Figure:
     names, sev = [str(c) for c in npz["corruptions"]], npz["severities"]
-    fig, axes = plt.subplots(len(names), len(sev) + 1, figsize=(1.3 * (len(sev) + 1), 1.35 * len(names)), squeeze=False)
+    fig, axes = subplots(len(names), len(sev) + 1, figsize=(1.3 * (len(sev) + 1), 1.35 * len(names)), squeeze=False)
     for i, name in enumerate(names):
         _show(axes[i, 0], npz["clean"], f"{name}\nclean" if i == 0 else name)
         for j, s in enumerate(sev):
@@ -85,10 +94,10 @@ def plot_corruption_gallery(npz: dict[str, np.ndarray]) -> plt.Figure:
     return fig
 
 
-def plot_transform_gallery(npz: dict[str, np.ndarray]) -> plt.Figure:
+def plot_transform_gallery(npz: dict[str, np.ndarray]) -> Figure:
     names = [str(t) for t in npz["transforms"]]
     width = max(len(npz[f"magnitudes__{t}"]) for t in names)
-    fig, axes = plt.subplots(len(names), width, figsize=(1.3 * width, 1.45 * len(names)), squeeze=False)
+    fig, axes = subplots(len(names), width, figsize=(1.3 * width, 1.45 * len(names)), squeeze=False)
     for i, t in enumerate(names):
         for j in range(width):
             ax = axes[i, j]
@@ -104,7 +113,9 @@ def report_invariance(run_dir: Path) -> str:
     names = ("clean_accuracy", "transform_accuracy", "consistency", "shift_grid", "corruption_accuracy",
              "corruption_summary", "corruption_errors", "claims")
     clean, acc, cons, grid, corr, summary, errors, claims = (read_table(run_dir, n) for n in names)
-    figs = [("accuracy vs magnitude", save_figure(plot_transform_curves(acc, cons), run_dir, "transform_accuracy")),
+    colors = run_colors(run_dir, clean, acc)
+    figs = [("accuracy vs magnitude", save_figure(plot_transform_curves(acc, cons, colors), run_dir,
+                                                  "transform_accuracy")),
             ("accuracy for every shift", save_figure(plot_shift_grid(grid), run_dir, "shift_grid")),
             ("corruption heatmap", save_figure(plot_corruption_heatmap(corr, clean), run_dir, "corruptions"))]
     gallery = run_dir / "data" / "gallery.npz"
@@ -120,6 +131,7 @@ def report_invariance(run_dir: Path) -> str:
     lines += [f"All numbers on the first n={n} test images; every model sees the same transformed and corrupted "
               "images. `random`: one transformation per image drawn within the magnitude; `worst`: correct under "
               "every grid point (or every one of k draws, see `method`).", ""]
+    lines += setup_section(run_dir, [f"**n**: the first n={n} test images, for every number of this report"])
     lines += table_section(run_dir, "claims", "The seed's claims, model by model (minus_baseline: paired accuracy "
                            "difference to the baseline on the same images, 95 % interval)", claims)
     ref = summary["reference"].iloc[0] if len(summary) else ""
@@ -137,6 +149,4 @@ def report_invariance(run_dir: Path) -> str:
     lines += table_section(run_dir, "corruption_accuracy", "Accuracy per corruption and severity", cwide.reset_index())
     lines += table_section(run_dir, "corruption_errors", "Corruption errors against the reference", errors)
     lines += table_section(run_dir, "clean_accuracy", "Clean accuracy", clean)
-    for title, path in figs:
-        lines += [f"## {title.capitalize()}", "", f"![{title}]({path})", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + figure_lines(figs))

@@ -10,7 +10,20 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from robustcnn.report import header, plot_robust_curves, read_table, reporter, save_figure, subplots, table_section
+from robustcnn.figures import plot_robust_curves
+from robustcnn.plotstyle import color_of, legend, model_colors, save_figure, subplots
+from robustcnn.report import (
+    curve_kind,
+    figure_lines,
+    header,
+    read_table,
+    reporter,
+    run_colors,
+    suite_of,
+    table_section,
+    wide_robust,
+)
+from robustcnn.report_setup import setup_section
 
 MAX_COLUMNS = 8  # feature maps shown per layer
 
@@ -85,17 +98,18 @@ def plot_feature_maps(npz: dict[str, np.ndarray], title: str) -> Figure:
     return fig
 
 
-def plot_growth(growth: pd.DataFrame) -> Figure:
+def plot_growth(growth: pd.DataFrame, colors: dict[str, str] | None = None) -> Figure:
     """Relative change ||f(x_adv) - f(x)|| / ||f(x)|| through the layers, one line per model."""
+    colors = model_colors(growth["model"]) if colors is None else colors
     fig, ax = subplots(figsize=(7.5, 3.8))
-    for i, (model, g) in enumerate(growth.groupby("model", sort=False)):
-        ax.plot(range(len(g)), g["relative_change"], marker="o", color=f"C{i}", label=model)
+    for model, g in growth.groupby("model", sort=False):
+        ax.plot(range(len(g)), g["relative_change"], marker="o", color=color_of(colors, model), label=model)
         if growth["model"].nunique() == 1:
             ax.set_xticks(range(len(g)), [f"{n}\n{k}" for n, k in zip(g["layer"], g["kind"])], fontsize=6)
     ax.set(xlabel="layer (input first)", ylabel="relative change under the attack", yscale="log",
            title="where the adversarial perturbation grows")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    legend(ax)
     return fig
 
 
@@ -124,6 +138,7 @@ def report_anatomy(run_dir: Path) -> str:
     lines += ["Feature maps after every convolution and pooling (S- and C-layers for the Neocognitron) for one test "
               "image and its PGD example; each layer's clean and adversarial maps share one colour scale. The table "
               "gives the relative L2 change of each layer's whole output.", ""]
+    lines += setup_section(run_dir, ["**n**: one test image and its PGD adversarial example"])
     lines += table_section(run_dir, "anatomy", "Growth of the perturbation through the layers", growth)
     lines += [f"![growth]({save_figure(plot_growth(growth), run_dir, 'growth')})", ""]
     return "\n".join(lines + anatomy_section(run_dir, run_dir / "data" / "anatomy.npz", model))
@@ -132,24 +147,31 @@ def report_anatomy(run_dir: Path) -> str:
 @reporter("lineage")
 def report_lineage(run_dir: Path) -> str:
     table, robust = read_table(run_dir, "lineage"), read_table(run_dir, "robust_accuracy")
+    colors = run_colors(run_dir, table, robust)
+    n = int(robust["n"].iloc[0])
     lines = header(run_dir, "Lineage: perceptron -> Neocognitron -> LeNet-5")
     lines += ["One dataset, each model trained by its own rule (no gradient for the perceptron and the Neocognitron). "
-              "Clean accuracy on the whole test split; robust accuracy on the first n test images (see the robust "
-              "table); attacks on the no-backprop models go through their differentiable forward pass (the lint's "
-              "gradient check says whether that is meaningful).", ""]
-    lines += table_section(run_dir, "lineage", "Side by side", table)
-    wide = robust.pivot_table(index=["model", "attack"], columns="epsilon", values="robust_accuracy", sort=False)
-    wide.columns = [f"eps={c:g}" for c in wide.columns]
-    lines += table_section(run_dir, "robust_accuracy", f"Robust accuracy (first n={int(robust['n'].iloc[0])} test "
-                           "images)", wide.reset_index())
-    lines += ["## Robust accuracy vs epsilon", "",
-              f"![robust]({save_figure(plot_robust_curves(robust), run_dir, 'robust_accuracy')})", ""]
+              "Attacks on the no-backprop models go through their differentiable forward pass (the lint's gradient "
+              "check says whether that is meaningful).", ""]
+    lines += setup_section(run_dir, [f"**n**: clean accuracy on the whole test split; robust accuracy on the first "
+                                     f"n={n} test images, so its eps=0 column can differ from the clean accuracy"],
+                           suite_of(robust))
+    lines += table_section(run_dir, "lineage", "Side by side (clean accuracy: whole test split; <attack>_eps<e>: "
+                           f"robust accuracy on the first n={n})", table,
+                           percent=[c for c in table.columns if "_eps" in str(c)])
+    wide, eps_cols = wide_robust(robust)
+    lines += table_section(run_dir, "robust_accuracy", f"Robust accuracy, % (test, first n={n} images; the eps=0 "
+                           "column is accuracy on those n, not the whole split)", wide, percent=eps_cols)
+    figs = [("robust accuracy vs epsilon", save_figure(plot_robust_curves(robust, colors, curve_kind(robust),
+                                                                          suite=suite_of(robust)),
+                                                       run_dir, "robust_accuracy"))]
     if (run_dir / "tables" / "lint.csv").exists():
         lines += table_section(run_dir, "lint", "Evaluation lint")
+    lines += figure_lines(figs)
     if (run_dir / "tables" / "anatomy.csv").exists():
         growth = read_table(run_dir, "anatomy")
         lines += table_section(run_dir, "anatomy", "Growth of the perturbation through the layers", growth)
-        lines += [f"![growth]({save_figure(plot_growth(growth), run_dir, 'growth')})", ""]
+        lines += [f"![growth]({save_figure(plot_growth(growth, colors), run_dir, 'growth')})", ""]
     for npz_path in sorted((run_dir / "data").glob("anatomy__*.npz")):
         lines += anatomy_section(run_dir, npz_path, npz_path.stem.split("__", 1)[1])
     return "\n".join(lines)

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, is_dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -111,16 +112,22 @@ def to_jsonable(obj: Any) -> Any:
 
 
 def write_json(path: Path, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2) + "\n")
+    """JSON at full float64 precision, float32 noise removed (0.9760000109672546 is written 0.976)."""
+    from robustcnn.formatting import clean_json
+
+    return atomic_write_text(path, json.dumps(clean_json(to_jsonable(obj)), indent=2) + "\n")
 
 
 def write_table(run_dir: Path, name: str, df: pd.DataFrame, *, title: str | None = None, markdown: bool = True) -> Path:
-    """tables/<name>.csv (full precision) and, unless markdown=False (per-sample tables), tables/<name>.md and
-    tables/<name>.tex (booktabs, for papers; robustcnn.latex)."""
+    """tables/<name>.csv (full float64 precision, float32 noise removed: robustcnn.formatting.clean_floats) and,
+    unless markdown=False (per-sample tables), tables/<name>.md and tables/<name>.tex (booktabs, for papers;
+    robustcnn.latex), both with fractions as percent with one decimal."""
+    from robustcnn.formatting import clean_floats
     from robustcnn.latex import latex_table
 
     tables = Path(run_dir) / "tables"
     name = safe_name(name, "table name")
+    df = clean_floats(df)
     csv_path = atomic_write_text(inside(run_dir, tables / f"{name}.csv"), df.to_csv(index=False))
     if markdown:
         atomic_write_text(tables / f"{name}.md", (f"### {title}\n\n" if title else "") + markdown_table(df) + "\n")
@@ -128,16 +135,17 @@ def write_table(run_dir: Path, name: str, df: pd.DataFrame, *, title: str | None
     return csv_path
 
 
-def markdown_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
-    """A GitHub-flavoured Markdown table, with no dependency beyond pandas."""
-    def cell(v: Any) -> str:
-        if isinstance(v, float):
-            return format(v, floatfmt)
-        return str(v).replace("|", "\\|").replace("\n", " ")
+def markdown_table(df: pd.DataFrame, percent: Sequence[str] = ()) -> str:
+    """A GitHub-flavoured Markdown table. Fraction columns (robustcnn.formatting.is_percent, plus `percent`) are
+    percent with one decimal and say '(%)' in their header; other floats have 4 significant digits."""
+    from robustcnn.formatting import cell, is_percent
 
-    header = "| " + " | ".join(map(str, df.columns)) + " |"
-    rule = "| " + " | ".join("---" for _ in df.columns) + " |"
-    rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    as_pct = [is_percent(c) or str(c) in percent for c in df.columns]
+    names = [f"{c} (%)" if p and "%" not in str(c) else str(c) for c, p in zip(df.columns, as_pct)]
+    header = "| " + " | ".join(n.replace("|", "\\|") for n in names) + " |"
+    right = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df.columns]
+    rule = "| " + " | ".join("---:" if r else "---" for r in right) + " |"
+    rows = ["| " + " | ".join(cell(v, p) for v, p in zip(row, as_pct)) + " |" for row in df.itertuples(index=False)]
     return "\n".join([header, rule, *rows])
 
 

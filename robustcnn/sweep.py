@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from robustcnn.errors import RobustcnnWarning, UsageError, first_line
+from robustcnn.progress import task as progress_task
 from robustcnn.results import atomic_write_text, to_jsonable
 
 
@@ -78,11 +79,15 @@ def _timed(fn: Callable[[dict[str, Any]], dict[str, Any]], point: dict[str, Any]
 
 def run_sweep(points: Sequence[dict[str, Any]], fn: Callable[[dict[str, Any]], dict[str, Any]], *,
               store: SweepStore | None = None, executor: Executor | str = Executor.LOCAL, workers: int = 1,
-              address: str | None = None, on_done: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
+              address: str | None = None, on_done: Callable[[int, int], None] | None = None,
+              progress: bool | None = None, label: str = "sweep",
+              describe: Callable[[dict[str, Any]], str] | None = None) -> list[dict[str, Any]]:
     """Run fn over the points not already in the store; return every point's record, in the points' order.
 
     fn must be a module-level function (it is pickled for worker processes and Ray). Each record gets
-    `point_id`, `point_seconds` and `resumed` (True when it came from the store).
+    `point_id`, `point_seconds` and `resumed` (True when it came from the store). on_done(finished, total) after
+    each point; progress (robustcnn.progress, named `label`): a bar, or a line per finished point (`describe`
+    names it; default describe_point), on stderr.
     """
     executor = Executor(executor)
     ids = [point_id(p) for p in points]
@@ -92,23 +97,34 @@ def run_sweep(points: Sequence[dict[str, Any]], fn: Callable[[dict[str, Any]], d
         if found is not None:
             records[pid] = {**found, "resumed": True}
     todo = [(pid, p) for pid, p in zip(ids, points) if pid not in records]
+    described = {pid: (describe or describe_point)(p) for pid, p in todo}
+    stored = f" ({len(records)} of {len(ids)} points stored)" if records else ""
 
-    def finish(pid: str, record: dict[str, Any]) -> None:
-        record = {**record, "point_id": pid}
-        if store is not None:
-            store.put(pid, record)
-        records[pid] = {**record, "resumed": False}
-        if on_done is not None:
-            on_done(len(records), len(ids))
+    with progress_task(label + stored, len(todo), enabled=progress) as bar:
+        def finish(pid: str, record: dict[str, Any]) -> None:
+            record = {**record, "point_id": pid}
+            if store is not None:
+                store.put(pid, record)
+            records[pid] = {**record, "resumed": False}
+            bar.advance(f"{described[pid]} in {record.get('point_seconds', 0.0):.1f}s")
+            if on_done is not None:
+                on_done(len(records), len(ids))
 
-    if executor == Executor.RAY:
-        _run_ray(todo, fn, finish, address)
-    elif workers > 1 and len(todo) > 1:
-        _run_processes(todo, fn, finish, workers)
-    else:
-        for pid, p in todo:
-            finish(pid, _timed(fn, p))
+        if executor == Executor.RAY:
+            _run_ray(todo, fn, finish, address)
+        elif workers > 1 and len(todo) > 1:
+            _run_processes(todo, fn, finish, workers)
+        else:
+            for pid, p in todo:
+                finish(pid, _timed(fn, p))
     return [records[pid] for pid in ids]
+
+
+def describe_point(point: dict[str, Any], width: int = 60) -> str:
+    """A point in a few words for its progress line: its plain values (not nested configs, not the device)."""
+    words = " ".join(f"{k}={v}" for k, v in point.items()
+                     if isinstance(v, (str, int, float)) and not isinstance(v, bool) and k not in ("device", "sweep"))
+    return words if len(words) <= width else words[:width - 3] + "..."
 
 
 def _worker_init() -> None:
@@ -122,18 +138,37 @@ def _run_processes(todo: list[tuple[str, dict[str, Any]]], fn: Callable, finish:
     """Points in worker processes; each finished point is stored as it arrives. On an error or an interrupt the
     running points are abandoned at once (their workers terminated), so stopping takes a moment, not the
     length of the longest point, and nothing already finished is lost."""
+    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), initializer=_worker_init)
+    # spawn: a fresh interpreter per worker, as on Ray (fork would copy the parent's torch threads and state); a
+    # point that depends on the thread count sets it itself (experiments.common.train_unit)
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), initializer=_worker_init,
+                               mp_context=multiprocessing.get_context("spawn"))
     try:
         futures = {pool.submit(_timed, fn, p): pid for pid, p in todo}
         for future in as_completed(futures):
             finish(futures[future], future.result())
     except BaseException:
         _stop_workers(pool)
+        pool.shutdown(wait=True, cancel_futures=True)
+        _stop_resource_tracker()
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _stop_resource_tracker() -> None:
+    """Spawned workers come with multiprocessing's resource tracker process; after an interrupt, end it now
+    (it ends when its pipe closes, and is restarted on demand) rather than leave it to outlive the command."""
+    from multiprocessing import resource_tracker
+
+    stop = getattr(getattr(resource_tracker, "_resource_tracker", None), "_stop", None)
+    if stop is not None:
+        try:
+            stop()
+        except (OSError, ChildProcessError):  # already gone
+            pass
 
 
 def _stop_workers(pool: Any) -> None:

@@ -15,13 +15,13 @@ History columns (eval mode = dropout off, BatchNorm on its running statistics):
   test_loss, test_accuracy         eval mode, the whole test split: reported, never used to choose anything
   seconds (the training phase), lr, eval_seconds (the measurements), train_eval_n
   with adversarial training also train_epsilon, robust_val_accuracy (with a validation split) and
-  robust_test_accuracy: PGD at the training epsilon on the first `eval_examples` validation / test examples
+  robust_test_accuracy: PGD at the training epsilon on the first `eval_examples` validation / test examples;
+  robust_test_n (how many test examples that was) and robust_eval_steps (the PGD steps) label it
 """
 from __future__ import annotations
 
 import math
 import numbers
-import sys
 import time
 from dataclasses import dataclass, field
 from enum import Enum
@@ -34,6 +34,7 @@ from robustcnn.data import DataBundle, augment, batches, split_validation
 from robustcnn.devices import resolve_device, seed_everything  # noqa: F401  (re-exported: robustcnn.train.*)
 from robustcnn.errors import UsageError
 from robustcnn.perturb import fgsm_rs, pgd_linf
+from robustcnn.progress import task as progress_task
 
 
 class OptimizerName(str, Enum):
@@ -64,7 +65,7 @@ DEFAULT_LR = {OptimizerName.SGD: 0.05, OptimizerName.ADAM: 1e-3, OptimizerName.A
 MIN_TRAIN_EVAL = 2000  # eval-mode train metrics need at least this many examples, or the whole training set
 COLUMNS = ["epoch", "train_loss", "train_accuracy", "train_loss_running", "train_accuracy_running", "val_loss",
            "val_accuracy", "test_loss", "test_accuracy", "seconds", "lr", "train_epsilon", "robust_val_accuracy",
-           "robust_test_accuracy", "eval_seconds", "train_eval_n"]
+           "robust_test_accuracy", "robust_test_n", "robust_eval_steps", "eval_seconds", "train_eval_n"]
 
 
 REPR_COLUMNS = ["train_loss", "train_accuracy", "val_accuracy", "test_loss", "test_accuracy", "robust_val_accuracy",
@@ -270,7 +271,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
         loss_sum += model.criterion(scores, yb) * len(yb)
         correct += (scores.argmax(1) == yb).sum()
     model.train(was_training)
-    return (loss_sum / len(y)).item(), (correct.float() / len(y)).item()
+    return (loss_sum / len(y)).item(), correct.item() / len(y)
 
 
 def robust_accuracy_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, adv: AdversarialTraining,
@@ -322,7 +323,7 @@ def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y
         # accumulate on the device: no .item() sync per batch
         loss_sum += loss.detach() * len(yb)
         correct += (scores.detach().argmax(1) == yb).sum()
-    return (loss_sum / len(y)).item(), (correct.float() / len(y)).item()
+    return (loss_sum / len(y)).item(), correct.item() / len(y)
 
 
 def evaluate_splits(model: nn.Module, splits: Splits, cfg: TrainConfig, epoch: int, seed: int) -> dict[str, float]:
@@ -345,6 +346,8 @@ def evaluate_splits(model: nn.Module, splits: Splits, cfg: TrainConfig, epoch: i
                 n = min(adv.eval_examples, len(y))
                 row[f"robust_{name}_accuracy"] = robust_accuracy_pgd(model, x[:n], y[:n], adv, cfg.eval_batch_size,
                                                                      gen)
+                if name == "test":  # the figure's label: PGD-<steps>, eps, n
+                    row["robust_test_n"], row["robust_eval_steps"] = n, adv.eval_steps
     return row
 
 
@@ -363,15 +366,6 @@ class Selector:
         return bool(self.patience) and self.best_epoch is not None and epoch - self.best_epoch >= self.patience
 
 
-def _progress(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeRemainingColumn(), TextColumn("{task.fields[metrics]}"), disable=not enabled,
-                        transient=False)
-    return progress
-
-
 def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
@@ -385,7 +379,8 @@ def _summary(row: dict[str, float]) -> str:
 def train(model: nn.Module, data: DataBundle, config: TrainConfig | None = None, *, seed: int = 0,
           device: str | torch.device = "auto", progress: bool | None = None, label: str = "train") -> TrainResult:
     """Train `model` on `data`; returns the per-epoch history, the final state and (with a validation split) the
-    best state. The model and the data are moved to `device`."""
+    best state. The model and the data are moved to `device`. progress: None shows a bar in a terminal, else a
+    line per epoch on stderr, unless robustcnn.progress is quiet; False silences it (robustcnn.progress.task)."""
     cfg = config or TrainConfig()
     dev = resolve_device(device)
     from robustcnn.learning_rules import has_own_rule, train_by_own_rule
@@ -399,9 +394,7 @@ def train(model: nn.Module, data: DataBundle, config: TrainConfig | None = None,
     base_lrs = [g["lr"] for g in opt.param_groups]
     selector = Selector(monitor_column(cfg), cfg.early_stopping)
     rows: list[dict] = []
-    show = sys.stderr.isatty() if progress is None else progress
-    with _progress(show) as bar:
-        task = bar.add_task(label, total=cfg.epochs, metrics="")
+    with progress_task(label, cfg.epochs, enabled=progress) as bar:  # robustcnn.progress: a bar or a line per epoch
         for epoch in range(cfg.epochs):
             for group, base in zip(opt.param_groups, base_lrs):
                 group["lr"] = base * lr_factor(cfg, epoch)
@@ -417,7 +410,7 @@ def train(model: nn.Module, data: DataBundle, config: TrainConfig | None = None,
             row = {col: values[col] for col in COLUMNS if col in values}
             rows.append(row)
             selector.update(epoch + 1, row.get(selector.monitor) if selector.monitor else None, model)
-            bar.update(task, advance=1, metrics=_summary(row))
+            bar.advance(f"epoch {epoch + 1}: {_summary(row)}")
             if selector.should_stop(epoch + 1):
                 break
     model.eval()

@@ -2,6 +2,9 @@
 AutoAttack's habit of testing the tester)."""
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 import torch
 import torch.nn as nn
@@ -90,6 +93,42 @@ class Shield(nn.Module):
         return torch.where(masked[:, None], constant, out)
 
 
+class FarFromHalf(nn.Module):
+    """Two classes on tiny images: class 1 where the pixel mean lies farther than `r` from 0.5, else class 0.
+    Exact by construction, so a test can compute every outcome by hand."""
+
+    def __init__(self, r: float) -> None:
+        super().__init__()
+        self.r = r
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        score = 10 * ((x.mean((1, 2, 3)) - 0.5).abs() - self.r)
+        return torch.stack([torch.zeros_like(score), score], 1)
+
+
+class Pusher:
+    """An attack that claims every sample: moves each pixel by move(eps) away from 0.5 (clamped to [0,1] if
+    `clamp`), only the samples whose index in the batch has the parity `parity` (None: all), and only from its
+    `from_call`-th call at an epsilon on (an attack that needs that many random restarts)."""
+
+    def __init__(self, move: Callable[[float], float], clamp: bool = True, parity: int | None = None,
+                 from_call: int = 1, **settings: Any) -> None:
+        self.move, self.clamp, self.parity, self.from_call = move, clamp, parity, from_call
+        self.calls: dict[float, int] = {}
+
+    def __call__(self, fmodel, x: torch.Tensor, y: torch.Tensor, *, epsilons: list[float]):
+        away = torch.where(x.mean((1, 2, 3), keepdim=True) < 0.5, -1.0, 1.0)
+        chosen = torch.ones(len(x), 1, 1, 1)
+        if self.parity is not None:
+            chosen = (torch.arange(len(x)) % 2 == self.parity).float().view(-1, 1, 1, 1)
+        adv = []
+        for e in epsilons:
+            self.calls[e] = self.calls.get(e, 0) + 1
+            adv.append(x + away * chosen * self.move(e) * (self.calls[e] >= self.from_call))
+        adv = [a.clamp(0, 1) for a in adv] if self.clamp else adv
+        return adv, adv, torch.ones(len(epsilons), len(x), dtype=torch.bool)
+
+
 class Liar:
     """An attack (the registry's protocol) that claims every sample without moving it."""
 
@@ -98,8 +137,10 @@ class Liar:
         return adv, adv, torch.ones(len(epsilons), len(x), dtype=torch.bool)
 
 
-def register_stub(monkeypatch: pytest.MonkeyPatch, factory: type = Liar, name: str = "liar") -> str:
-    """Register an attack stub as an L-inf attack for one test (monkeypatch removes it afterwards)."""
+def register_stub(monkeypatch: pytest.MonkeyPatch, factory: Callable[[], Any] = Liar, name: str = "liar",
+                  norm: ThreatModel = ThreatModel.LINF, defaults: dict[str, Any] | None = None) -> str:
+    """Register an attack stub (an L-inf attack unless `norm` says otherwise) for one test (monkeypatch removes it
+    afterwards). defaults: its settings (steps, step_size, random_start), passed to the factory."""
     monkeypatch.setitem(ATTACKS._entries, name, Entry(name, factory, "test stub", {
-        "norm": ThreatModel.LINF, "minimal": False, "defaults": {}, "options": ()}))
+        "norm": norm, "minimal": False, "defaults": dict(defaults or {}), "options": ()}))
     return name

@@ -199,6 +199,38 @@ def test_bad_steps_and_unknown_settings():
         AttackConfig("autoattack", options={"queries": 10})
 
 
+class OnlyAtCorners(nn.Module):
+    """4 classes on 1x4x4 images of 0.5: class 1 when at least 90 % of the pixels, rounded to 0.01, lie 0.09 or
+    more from 0.5, i.e. only near the corners of the eps=0.1 L-inf ball, where Square's stripes start. The rounding
+    zeroes every input gradient, and a random start puts about 10 % of the pixels there: gradient attacks fail."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q = torch.round(x * 100) / 100
+        frac = ((q - 0.5).abs() >= 0.09).float().flatten(1).mean(1)
+        s = 20 * (frac - 0.9) + 0 * q.flatten(1).sum(1)  # keeps a (zero) gradient path for the attacks
+        return torch.stack([-s, s, torch.full_like(s, -10.0), torch.full_like(s, -10.0)], 1)
+
+
+@pytest.mark.parametrize("name", ["autoattack", "autoattack-l2"])
+def test_the_standard_version_asks_for_all_four_components(name):
+    assert AttackConfig(name).build().components == ("apgd-ce", "apgd-t", "fab-t", "square")  # Croce & Hein 2020
+
+
+def test_the_standard_version_runs_square_where_gradients_fail():
+    """On OnlyAtCorners each gradient component alone leaves every example standing, Square alone breaks all of
+    them (hand-checked: its stripes move every pixel by eps), so AutoAttack must reach 0 only through Square."""
+    x, y = torch.full((4, 1, 4, 4), 0.5), torch.zeros(4, dtype=torch.long)
+    model = OnlyAtCorners().eval()
+    corner = x + 0.1 * torch.where(torch.arange(16).view(1, 1, 4, 4) % 2 == 0, 1.0, -1.0)
+    assert (predictions(model, x) == 0).all() and (predictions(model, corner) == 1).all()
+    attacks = [tiny("autoattack", n_queries=20), tiny("apgd-ce"), tiny("apgd-t"), tiny("fab-t"),
+               tiny("square", n_queries=20)]
+    result = evaluate_robustness(model, x, y, attacks=attacks, epsilons=[0.0, 0.1], curve="per-epsilon")
+    acc = result.table.set_index(["attack", "epsilon"])["robust_accuracy"]
+    assert [acc[(a, 0.1)] for a in ("apgd-ce", "apgd-t", "fab-t", "square")] == [1.0, 1.0, 1.0, 0.0]
+    assert acc[("autoattack", 0.1)] == 0.0 and acc[("autoattack", 0.0)] == 1.0
+
+
 # ------------------------------------------------------------------ suites
 @pytest.mark.parametrize("threat", ["linf", "l2"])
 def test_every_suite_resolves_to_registered_attacks_of_its_threat_model(threat):

@@ -107,7 +107,12 @@ CASES: list[tuple[str, Case, str]] = [
     ("seed-2**70-override", lambda t: ["train", "-s", f"seed={2**70}"], "out of range"),
     ("negative-seeds", lambda t: ["study", "memorization", "-s", "seeds=[-1]"], "out of range"),
     ("nan-learning-rate", lambda t: ["train", "-s", "model.train.lr=nan"], "must be a number"),
-    ("nan-learning-rate-flag", lambda t: ["train", "--lr", "nan"], "Invalid value for '--lr'"),
+    ("nan-learning-rate-flag", lambda t: ["train", "--lr", "nan"], "'--lr': nan must be a finite number > 0"),
+    ("negative-width", lambda t: ["study", "double-descent", "-s", "widths=[-1]"], "widths must be whole numbers"),
+    ("zero-train-size", lambda t: ["study", "double-descent", "-s", "train_sizes=[0]"], "train_sizes must be whole"),
+    ("fit-threshold-above-1", lambda t: ["study", "memorization", "-s", "fit_threshold=2"], "fit_threshold is a"),
+    ("negative-label-noise", lambda t: ["study", "memorization", "-s", "data.label_noise=-0.5"],
+     "label_noise is a fraction of labels in [0, 1]"),
     ("non-utf8-toml", lambda t: ["train", "--config", file_with(t, "c.toml", b"seed = 1\n\xff\xfe")], "not UTF-8"),
     ("invalid-toml", lambda t: ["train", "--config", file_with(t, "c.toml", b"seed = [")], "not valid TOML"),
     ("missing-config", lambda t: ["study", "adversarial", "--config", "nowhere.toml"], "does not exist"),
@@ -129,6 +134,16 @@ CASES: list[tuple[str, Case, str]] = [
     ("bogus-attack-option", lambda t: ["study", "adversarial", "-s",
                                        'evaluation.attacks=[{name="fgsm", options={overshoot=1}}]'], "has no option"),
     ("negative-epsilon", lambda t: ["study", "adversarial", "-s", "evaluation.epsilons=[-0.1]"], "-0.1"),
+    ("negative-abs-stepsize", lambda t: ["study", "adversarial", "-s",
+                                         'evaluation.attacks=[{name="pgd", options={abs_stepsize=-1}}]'],
+     "option abs_stepsize must be a finite number > 0"),
+    ("anatomy-eps-above-1", lambda t: ["anatomy", "lenet5", "--weights", file_with(t, "w.pt", b""), "--eps", "5"],
+     "epsilon 5 is outside [0, 1]"),
+    ("empty-eps-item", lambda t: ["benchmark", "lenet5", *BENCH[:6], "--eps", "0.1,,0.2", *BENCH[8:]],
+     "has an empty item"),
+    ("nan-mean", lambda t: ["benchmark", "lenet5", *BENCH, "--mean", "nan", "--std", "1"],
+     "--mean must be finite numbers"),
+    ("missing-data-root", lambda t: ["train", "--data-root", str(t / "nowhere")], "nowhere (--data-root) does not"),
     ("no-attacks", lambda t: ["benchmark", "lenet5", *BENCH[:-4], "--attacks", ""], "names no attack"),
     # model files and factories
     ("factory-raises", lambda t: ["benchmark", f"{factories(t)}:boom", *BENCH], "raised RuntimeError"),
@@ -168,7 +183,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, make_args, me
     scratch.mkdir()
     out.mkdir()
     args = make_args(scratch)
-    if args[0] in ("train", "study", "benchmark") and "--out" not in args:
+    if args[0] in ("train", "study", "benchmark", "anatomy") and "--out" not in args:
         args += ["--out", str(out)]
     result = runner.invoke(app, args)
     assert result.exit_code == 2, result.output

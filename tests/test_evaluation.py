@@ -7,9 +7,9 @@ import math
 import pytest
 import reference_pgd
 import torch
-from broken_models import Liar, Shield, register_stub
+from broken_models import FarFromHalf, Liar, Pusher, Shield, register_stub
 
-from robustcnn.attacks import AttackConfig, check_budget
+from robustcnn.attacks import AttackConfig, ThreatModel, check_budget
 from robustcnn.errors import UsageError
 from robustcnn.evaluation import evaluate_model, evaluate_robustness
 from robustcnn.experiments.adversarial import EvaluationConfig
@@ -94,6 +94,57 @@ def test_claimed_successes_are_verified(trained_lenet, xy200, monkeypatch, stub)
         clean = (trained_lenet(x).argmax(1) == y).float().mean().item()
     assert result.table["robust_accuracy"].tolist() == pytest.approx([clean, clean])
     assert result.samples["attack_success"].sum() == 2 * round(clean * len(y))
+
+
+def test_worst_case_is_the_per_sample_minimum_over_attacks(monkeypatch):
+    """Attack A breaks the even samples, B the odd ones: each alone leaves 0.5, together (per sample) 0, in
+    either order; epsilon 0 stays clean (1.0). Checked against the hand count and a bare per-sample AND."""
+    x, y = torch.full((8, 1, 2, 2), 0.2), torch.zeros(8, dtype=torch.long)
+    model = FarFromHalf(r=0.38).eval()  # mean 0.2: class 0 (correct); mean 0.1 (moved by eps=0.1): class 1
+    even = register_stub(monkeypatch, lambda: Pusher(lambda e: e, parity=0), "breaks-even")
+    odd = register_stub(monkeypatch, lambda: Pusher(lambda e: e, parity=1), "breaks-odd")
+    for order in ([even, odd], [odd, even]):
+        result = evaluate_robustness(model, x, y, attacks=order, epsilons=[0.0, 0.1])
+        acc = result.table.set_index(["attack", "epsilon"])["robust_accuracy"]
+        assert acc[(even, 0.1)] == acc[(odd, 0.1)] == 0.5, order
+        assert acc[("worst_case", 0.1)] == 0.0 and acc[("worst_case", 0.0)] == 1.0, order
+        s = result.samples[result.samples["epsilon"] == 0.1].set_index(["attack", "index"])["correct"]
+        bare = [bool(s[(even, i)] and s[(odd, i)]) for i in range(8)]
+        assert bare == [False] * 8 and s["worst_case"].tolist() == bare, order
+        worst = result.samples[(result.samples["attack"] == "worst_case") & (result.samples["epsilon"] == 0.1)]
+        assert worst["perturbation_linf"].to_numpy() == pytest.approx([0.1] * 8)  # the breaking attack's
+
+
+# (threat, eps, clean pixel values, r, per-pixel move, clamp, whether the claimed success must count)
+_VERIFY_CASES = {
+    "linf-in-range": ("linf", 0.1, (0.95, 0.05), 0.48, lambda e: 0.07, True, True),
+    "linf-outside-[0,1]": ("linf", 0.1, (0.95, 0.05), 0.48, lambda e: 0.07, False, False),
+    "linf-on-the-ball": ("linf", 0.1, (0.2, 0.2), 0.38, lambda e: e, True, True),
+    "linf-1.2-eps": ("linf", 0.1, (0.2, 0.2), 0.38, lambda e: 1.2 * e, True, False),
+    "l2-in-range": ("l2", 0.2, (0.95, 0.05), 0.48, lambda e: 0.07, True, True),
+    "l2-outside-[0,1]": ("l2", 0.2, (0.95, 0.05), 0.48, lambda e: 0.07, False, False),
+    "l2-on-the-ball": ("l2", 0.2, (0.2, 0.2), 0.38, lambda e: e / 2, True, True),  # 4 pixels: L2 = 2 x move
+    "l2-1.2-eps": ("l2", 0.2, (0.2, 0.2), 0.38, lambda e: 1.2 * e / 2, True, False),
+}
+
+
+@pytest.mark.parametrize("case", list(_VERIFY_CASES))
+def test_successes_outside_the_ball_or_the_pixel_range_are_rejected(monkeypatch, case):
+    """Every move below misclassifies (hand-computed on FarFromHalf); it counts only inside [0,1] and inside the
+    ball. Images 0.02 outside [0,1] or at 1.2 eps are rejected (not broken), the claim still recorded."""
+    threat, eps, values, r, move, clamp, counts = _VERIFY_CASES[case]
+    x = torch.tensor(values * 4).view(8, 1, 1, 1).expand(8, 1, 2, 2).contiguous()
+    y = torch.zeros(8, dtype=torch.long)
+    model = FarFromHalf(r).eval()
+    adv = x + torch.where(x < 0.5, -1.0, 1.0) * move(eps)
+    adv = adv.clamp(0, 1) if clamp else adv
+    assert (model(x).argmax(1) == 0).all() and (model(adv).argmax(1) == 1).all()  # the move does misclassify
+    name = register_stub(monkeypatch, lambda: Pusher(move, clamp), "pusher", ThreatModel(threat))
+    result = evaluate_robustness(model, x, y, attacks=[name], epsilons=[0.0, eps])
+    acc = result.table.set_index("epsilon")["robust_accuracy"]
+    assert acc[eps] == (0.0 if counts else 1.0), case
+    claimed = result.samples.loc[result.samples["epsilon"] == eps, "attack_success"]
+    assert claimed.all()
 
 
 def test_l2_budgets_reach_the_image_diameter(trained_lenet, small_xy):

@@ -39,3 +39,11 @@ def test_per_sample_tables_get_no_tex(tmp_path):
 
 def test_escape_leaves_plain_text_alone():
     assert escape("lenet5 pgd") == "lenet5 pgd" and escape("x_y") == r"x\_y"
+
+
+def test_mean_pm_std_cells_and_percent_headers_are_written_once():
+    from robustcnn.latex import latex_table
+
+    tex = latex_table(pd.DataFrame({"variant": ["none"], "test_accuracy (%)": ["93.9 ± 0.7"], "accuracy": [0.5]}))
+    assert r"93.9 $\pm$ 0.7" in tex and "±" not in tex
+    assert r"test\_accuracy (\%) & accuracy (\%) \\" in tex and r"(\%) (\%)" not in tex

@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def card(weights: str = "aaaa", attacks: tuple[str, ...] = ("fgsm", "pgd"), eps: tuple[float, ...] = (0.0, 0.1, 0.2),
-         n: int = 100, seeds: int = 1, clean: float = 0.9, level: float = 0.6, model: str = "net") -> SimpleNamespace:
+         n: int = 100, seeds: int = 1, clean: float = 0.9, level: float = 0.6, model: str = "net",
+         lint: tuple[str, ...] = ("PASS",)) -> SimpleNamespace:
     """A scorecard stand-in: attack k at epsilon e has accuracy level - 0.1 k - e; the per-example worst case
     sits 0.05 below the weakest attack (as it can: it needs an example to survive every attack)."""
     rows = [{"attack": a, "threat_model": "linf", "epsilon": e, "robust_accuracy": max(0.0, level - 0.1 * k - e)}
@@ -29,7 +30,9 @@ def card(weights: str = "aaaa", attacks: tuple[str, ...] = ("fgsm", "pgd"), eps:
                   "robust_accuracy": max(0.0, level - 0.1 * (len(attacks) - 1) - e - 0.05)} for e in eps]
     return SimpleNamespace(model=model, weights_hash=weights, dataset="digits", parameters=10, n=n,
                            clean_accuracy=clean, robust=pd.DataFrame(rows).assign(curve="cumulative"),
-                           attack_seeds=seeds, suite=None)
+                           attack_seeds=seeds, suite=None,
+                           lint=pd.DataFrame({"check": [f"c{i}" for i in range(len(lint))], "status": list(lint),
+                                              "detail": ""}))
 
 
 def test_robust_at_eps_is_the_worst_case_whatever_the_attack_order():
@@ -70,6 +73,31 @@ def test_rows_are_keyed_by_setup_and_a_weaker_run_never_replaces_a_stronger(tmp_
     rows = board().set_index("run_dir")
     assert rows.loc["stronger", "attacks"] == "fgsm+pgd+deepfool" and rows.loc["stronger", "n"] == 200
     assert rows.loc["stronger", "epsilons"] == "0 0.1 0.2" and rows.loc["stronger", "attack_seeds"] == 2
+
+
+def test_a_run_with_fewer_attack_seeds_never_replaces_one_with_more(tmp_path):
+    """Same weights, attacks, epsilons and n: 3 attack seeds beat 1, whichever comes first."""
+    path = tmp_path / "digits.csv"
+    update_leaderboard(path, card(seeds=3, level=0.5), "three-seeds")
+    with pytest.warns(UserWarning, match="stronger evaluation"):
+        assert update_leaderboard_row(path, leaderboard_row(card(seeds=1, level=0.7), "one-seed"))[1] == "kept stronger"
+    assert list(read_leaderboard(path)["run_dir"]) == ["three-seeds"]
+    other = tmp_path / "other.csv"
+    update_leaderboard(other, card(seeds=1, level=0.7), "one-seed")
+    assert update_leaderboard_row(other, leaderboard_row(card(seeds=3, level=0.5), "three-seeds"))[1] == "replaced"
+    assert list(read_leaderboard(other)["run_dir"]) == ["three-seeds"]
+
+
+@pytest.mark.parametrize("statuses, worst", [(("PASS", "SKIP"), "PASS"), (("PASS", "WARN", "SKIP"), "WARN"),
+                                             (("WARN", "FAIL", "PASS"), "FAIL"), (("SKIP",), "not run"), ((), "not run")])
+def test_a_row_carries_the_worst_lint_status_into_the_csv_and_the_markdown(tmp_path, statuses, worst):
+    path = tmp_path / "digits.csv"
+    update_leaderboard(path, card(lint=statuses), "run")
+    assert read_leaderboard(path)["lint"].tolist() == [worst]
+    lines = (tmp_path / "digits.md").read_text().splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    row = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert row[header.index("lint")] == worst
 
 
 def test_a_board_from_before_setups_were_recorded_is_read_and_its_row_replaced(tmp_path):

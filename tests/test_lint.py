@@ -7,7 +7,7 @@ import copy
 import pandas as pd
 import pytest
 import torch
-from broken_models import Quantized, Randomized, Shield, Softmaxed, WithDropout, register_stub
+from broken_models import FarFromHalf, Pusher, Quantized, Randomized, Shield, Softmaxed, WithDropout, register_stub
 
 from robustcnn.attacks import AttackConfig
 from robustcnn.evaluation import evaluate_robustness
@@ -23,6 +23,7 @@ from robustcnn.lint import (
     check_pgd_vs_fgsm,
     check_unbounded,
     lint_evaluation,
+    stronger,
 )
 
 ATTACKS = [AttackConfig("fgsm"), AttackConfig("pgd", steps=20)]
@@ -128,3 +129,55 @@ def test_checks_that_do_not_apply_are_skipped(trained_lenet, small_xy, attacks):
     lint = lint_evaluation(trained_lenet, x[:20], y[:20], attacks=attacks, epsilons=[0.0, 0.1], n=20)
     status = dict(zip(lint["check"], lint["status"]))
     assert status["attack_converged"] == "SKIP" and status["pgd_at_least_fgsm"] == "SKIP"
+
+
+def test_masked_gradients_between_half_chance_and_chance_fail_the_unbounded_attack(trained_lenet, small_xy):
+    """8 % of the examples resist an unbounded attack: above chance / 2 (5 %), below chance (10 %): FAIL."""
+    x, y = small_xy
+    with torch.no_grad():
+        correct = torch.nonzero(trained_lenet(x).argmax(1) == y).flatten()[:8].tolist()
+    check = check_unbounded(Shield(trained_lenet, x, y, protected=correct).eval(), x, y, seed=0)
+    assert check.status == "FAIL" and "0.080" in check.detail, check.detail
+
+
+@pytest.mark.parametrize("pgd, status", [(0.40, "PASS"), (0.42, "WARN"), (0.45, "WARN")])
+def test_pgd_worse_than_fgsm_by_two_points_warns(pgd, status):
+    """FGSM leaves 0.40; PGD leaving 2 or 5 points more is a weak PGD, not noise."""
+    table = pd.DataFrame({"attack": ["fgsm", "fgsm", "pgd", "pgd"], "epsilon": [0, 0.1, 0, 0.1],
+                          "robust_accuracy": [0.99, 0.40, 0.99, pgd]})
+    check = check_pgd_vs_fgsm(table, [AttackConfig("fgsm"), AttackConfig("pgd")])
+    assert check.status == status, check.detail
+
+
+def test_eps0_check_is_not_run_without_epsilon_0_rows(trained_lenet, small_xy):
+    x, y = small_xy[0][:20], small_xy[1][:20]
+    check = check_eps0(trained_lenet, x, y, per_epsilon(trained_lenet, x, y, attacks=[AttackConfig("fgsm")],
+                                                        grid=[0.1]))
+    assert check.status == "FAIL" and "not run" in check.detail, check.detail
+
+
+def test_the_lint_attacks_at_epsilon_0_even_when_the_grid_has_none(trained_lenet, small_xy, monkeypatch):
+    """The grid given is [0.1]; the lint adds epsilon 0 itself, so it catches an attack that claims successes
+    there (and clears FGSM)."""
+    x, y = small_xy
+    liar = AttackConfig(register_stub(monkeypatch))
+    lint = lint_evaluation(trained_lenet, x, y, attacks=[AttackConfig("fgsm"), liar], epsilons=[0.1], n=20)
+    row = lint.set_index("check").loc["eps0_equals_clean"]
+    assert row["status"] == "FAIL" and "liar: " in row["detail"] and "successes claimed" in row["detail"], row["detail"]
+    assert "fgsm: " not in row["detail"]
+
+
+def test_convergence_runs_the_stronger_attack_with_three_restarts(monkeypatch):
+    """An attack that breaks every sample only on its third random start at an epsilon: a single start leaves
+    all 20 standing, so only a 3-restart paired attack finds them (WARN, 20 newly broken)."""
+    x, y = torch.full((20, 1, 2, 2), 0.2), torch.zeros(20, dtype=torch.long)
+    model = FarFromHalf(r=0.38).eval()  # mean 0.2: class 0 (correct); mean 0.1 (moved by eps=0.1): class 1
+    name = register_stub(monkeypatch, lambda **kw: Pusher(lambda e: e, from_call=3), "third-start",
+                         defaults={"steps": 1, "step_size": None, "random_start": True})
+    cfg = AttackConfig(name)
+    assert (stronger(cfg).settings()["steps"], stronger(cfg).restarts) == (2, 3)
+    per_eps = per_epsilon(model, x, y, attacks=[cfg], grid=[0.0, 0.1])
+    assert per_eps.table.set_index("epsilon")["robust_accuracy"][0.1] == 1.0  # one start: nothing broken
+    check = check_convergence(model, x, y, cfg, per_eps, seed=0)
+    assert check.status == "WARN" and "2 steps x 3 restarts" in check.detail and "break 20 of them" in check.detail, \
+        check.detail

@@ -5,6 +5,7 @@ import json
 import os
 import stat
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -149,3 +150,21 @@ def test_a_bad_manifest_is_a_usage_error(tmp_path, content, match):
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
     with pytest.raises(UsageError, match=match):
         read_manifest(tmp_path)
+
+
+def test_csv_and_json_written_from_float32_read_back_as_the_exact_decimal(tmp_path):
+    """An accuracy computed in float32 (0.976 is 0.9760000109672546 once widened) is written as 0.976; a value a
+    float64 computation made keeps its full precision."""
+    widened = float(np.float32(0.976))
+    assert widened != 0.976  # the noise this test is about
+    df = pd.DataFrame({"as_float32": np.array([0.976], dtype=np.float32), "widened": [widened],
+                       "float64": [0.1 + 0.2], "seconds": [16.210340786]})
+    write_table(tmp_path, "t", df, title="t")
+    text = (tmp_path / "tables" / "t.csv").read_text()
+    assert text.splitlines()[1] == "0.976,0.976,0.30000000000000004,16.210340786"
+    back = pd.read_csv(tmp_path / "tables" / "t.csv")
+    assert back["as_float32"].item() == 0.976 and back["widened"].item() == 0.976 and back["float64"].dtype == float
+    results.write_json(tmp_path / "card.json", {"clean_accuracy": widened, "curve": [np.float32(0.25), widened],
+                                                "n": 500})
+    assert json.loads((tmp_path / "card.json").read_text()) == {"clean_accuracy": 0.976, "curve": [0.25, 0.976],
+                                                                "n": 500}

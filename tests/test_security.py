@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import pickle
+import re
+import shlex
 import zipfile
 from contextlib import suppress
 from pathlib import Path
@@ -141,17 +144,50 @@ def test_a_crafted_export_program_through_the_cli_is_one_line(genuine, tmp_path)
     assert not marker.exists() and not (tmp_path / "out").exists()
 
 
-def test_a_crafted_torchscript_file_is_refused(genuine, tmp_path):
+@pytest.mark.parametrize("pickled", ["/data.pkl", "/constants.pkl", "/traced_inputs.pkl", "container.py.debug_pkl"])
+def test_a_crafted_torchscript_file_is_refused(genuine, tmp_path, pickled):
+    """Every pickle in the archive (data, constants, traced inputs, debug info) is inspected, not only data.pkl."""
     marker = tmp_path / "marker"
 
     def evil(entries):
-        entries[entry(entries, "/data.pkl")] = pickle.dumps(Touch(marker), protocol=2)
+        entries[entry(entries, pickled)] = pickle.dumps(Touch(marker), protocol=2)
         return entries
 
     path = rewrite(genuine["ts"], tmp_path / "crafted.pt", evil)
-    with pytest.raises(UsageError, match="holds pickled Python objects .*open.*--trust-pickle"):
+    with pytest.raises(UsageError, match=rf"holds pickled Python objects .*open.* in \S*{re.escape(pickled.lstrip('/'))}.*"
+                                         "--trust-pickle") as err:
         read_model_file(path, trust=False)
+    assert not marker.exists() and "\n" not in str(err.value)
+
+
+class System:
+    """Unpickling this calls os.system (pickled as posix.system on POSIX): a real shell payload."""
+
+    def __init__(self, marker: Path) -> None:
+        self.command = f"touch {shlex.quote(str(marker))}"
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
+
+
+@pytest.mark.parametrize("as_model", [False, True], ids=["weights", "model"])
+def test_an_os_system_payload_is_refused_in_one_clean_line(tmp_path, as_model):
+    """torch 2.14 words it "unsupported GLOBAL posix.system whose module posix is blocked"; the refusal names the
+    file and the blocked global, and suggests --trust-pickle only for a trusted file."""
+    marker, path = tmp_path / "marker", tmp_path / "weights.pt"
+    buf = io.BytesIO()
+    torch.save({"x": System(marker)}, buf)
+    path.write_bytes(buf.getvalue())
+    with pytest.raises(UsageError) as err:
+        read_model_file(path, trust=False) if as_model else read_weights(path, trust=False)
+    message = str(err.value)
+    assert "\n" not in message and str(path) in message and "needs pickled code to load" in message, message
+    assert f"{os.system.__module__}.system" in message and "--trust-pickle" in message, message
+    assert "only if you trust" in message and "Weights only load failed" not in message, message
     assert not marker.exists()
+    with suppress(Exception):
+        read_weights(path, trust=True)  # the payload is live: trusted, it runs
+    assert marker.exists()
 
 
 @pytest.mark.parametrize("as_model", [False, True], ids=["weights", "model"])

@@ -7,7 +7,9 @@ any model as DataFrames.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,12 +20,15 @@ from robustcnn.attacks import AttackConfig, check_budget
 from robustcnn.data import DataBundle
 from robustcnn.errors import UsageError
 from robustcnn.evaluation import DEFAULT_ATTACKS, DEFAULT_EPSILONS, Curve, as_curve, evaluate_model
-from robustcnn.experiments.common import DataCache, DataSpec, ModelSpec, fit, save_training
+from robustcnn.experiments.common import DataCache, DataSpec, ModelSpec, model_point, restore_model, save_training, train_unit
+from robustcnn.progress import track
 from robustcnn.radius import radius_summary, robustness_radii
 from robustcnn.report import redraw
 from robustcnn.results import RunFolder, atomic_write_bytes, write_table
 from robustcnn.suites import resolve_suite, suite_label
+from robustcnn.sweep import Executor, run_sweep
 from robustcnn.train import AdversarialTraining, TrainConfig, resolve_device
+from robustcnn.units import BlobStore, Units, examples_fingerprint, record_tensor, tensor_record
 
 
 @dataclass(frozen=True)
@@ -103,7 +108,11 @@ def _default_models() -> list[ModelSpec]:
 
 @dataclass(frozen=True)
 class AdversarialStudyConfig:
-    """Defaults: the CPU profile on the embedded digits (a few minutes on 2 cores)."""
+    """Defaults: the CPU profile on the embedded digits (a few minutes on 2 cores).
+
+    executor / workers / address: where the models train (robustcnn.sweep: local, local worker processes, or
+    Ray); each model trains with the study's CPU thread count wherever it runs, so the numbers do not depend on
+    where. The attacks then run here, one model after another."""
 
     name: str = "digits-cpu"
     description: str = "lenet5 and a PGD-trained lenet5 on scikit-learn digits (28x28), FGSM and PGD-40"
@@ -113,11 +122,16 @@ class AdversarialStudyConfig:
     checkpoints: bool = True
     models: list[ModelSpec] = field(default_factory=_default_models)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    executor: Executor = Executor.LOCAL
+    workers: int = 1
+    address: str | None = None
 
     def __post_init__(self) -> None:
         names = [m.name for m in self.models]
         if not names or len(set(names)) != len(names):
             raise UsageError(f"models need distinct names, got {names}")
+        if self.workers < 1:
+            raise UsageError(f"workers must be at least 1, got {self.workers}")
 
 
 CLEAN_TITLE = "Clean accuracy (eval mode, the evaluated checkpoint, whole train and test splits)"
@@ -125,33 +139,42 @@ CLEAN_TITLE = "Clean accuracy (eval mode, the evaluated checkpoint, whole train 
 
 def run_adversarial_study(config: AdversarialStudyConfig, out: str | Path = "results", *,
                           progress: bool | None = None) -> Path:
-    """Train every model of the config, evaluate each, and write `<out>/adversarial/<run-id>/`."""
+    """Train every model of the config, evaluate each, and write `<out>/adversarial/<run-id>/`.
+
+    Resumable: each trained model and each model x attack (over the epsilon grid), lint and radius set is a unit
+    in `<out>/.sweep-store/adversarial/` (robustcnn.units), named by a hash of all it depends on; running the same
+    study into the same `out` after a kill reuses the finished units and ends with the same tables."""
     device = resolve_device(config.device)
     ev = config.evaluation
     gallery_eps = ev.gallery_epsilon if ev.gallery_epsilon is not None else max(ev.epsilons)
     cache = DataCache(config.data, seed=config.seed, device=device)
     for spec in config.models:  # L2 budgets depend on the image size: check them before any training
         check_budget(ev.epsilons, ev.attacks, tuple(cache.for_model(spec.architecture).x_test.shape[1:]))
+    store, threads = BlobStore(Path(out) / ".sweep-store" / "adversarial"), torch.get_num_threads()
     with RunFolder(out, "adversarial", config=config, seed=config.seed, device=str(device),
                    on_finish=lambda path: redraw(path, kind="adversarial")) as run:
+        trained = _train_models(config, store, device, threads, progress)
+        units = Units(store)
         evaluations, gallery, radius_frames = [], {}, []
-        for spec in config.models:
+        for spec, record in track(list(zip(config.models, trained)), "adversarial", describe=lambda m: m[0].name,
+                                  enabled=progress):  # a line per model
             data = cache.for_model(spec.architecture)
-            model, trained = fit(spec, data, seed=config.seed, device=device, progress=progress)
-            save_training(run.path, spec.name, trained, checkpoints=config.checkpoints)
+            model, result = restore_model(spec, record, data, seed=config.seed, device=device)
+            save_training(run.path, spec.name, result, checkpoints=config.checkpoints)
+            scope = units.bind(model=record["point_id"])  # the model's id holds its spec, data, seed, device, threads
             evaluation = evaluate_model(model, data, name=spec.name, attacks=ev.attacks, epsilons=ev.epsilons,
                                         curve=ev.curve, n_examples=ev.n_examples, batch_size=ev.batch_size, lint=ev.lint,
                                         lint_examples=ev.lint_examples, seed=config.seed, keep_adversarials=ev.gallery,
-                                        strong_lint=ev.cross_checks)
+                                        strong_lint=ev.cross_checks, units=scope)
             evaluations.append(evaluation)
             if ev.radii:
-                radius_frames.append(_radii(model, data, spec.name, ev, config.seed))
+                radius_frames.append(_radii(model, data, spec.name, ev, config.seed, scope))
             if ev.gallery:
                 gallery[spec.name] = (model, data, evaluation.result.adversarials[(ev.gallery_name, gallery_eps)])
         for table, title in (("clean", CLEAN_TITLE), ("robust", "Robust accuracy"), ("lint", "Evaluation lint"),
                              ("cost", "Attack cost"), ("samples", None)):
             df = pd.concat([getattr(e, table) for e in evaluations], ignore_index=True)
-            if table in ("robust", "cost"):  # every number says which suite's attacks produced it
+            if table in ("robust", "cost", "lint"):  # every number says which suite's attacks produced it
                 df.insert(1, "suite", suite_label(ev.attacks, ev.suite))
             name = {"clean": "clean_accuracy", "robust": "robust_accuracy", "cost": "attack_cost",
                     "samples": "robust_samples"}.get(table, table)
@@ -162,16 +185,36 @@ def run_adversarial_study(config: AdversarialStudyConfig, out: str | Path = "res
             write_table(run.path, "radius_summary", radius_table(radii), title="Robustness radius (FMN)")
         if gallery:
             _save_gallery(run.path / "data" / "gallery.npz", gallery, ev.gallery_name, gallery_eps)
+        run.extra["attack_settings"] = [{"name": a.name, "threat_model": a.threat_model.value, "restarts": a.restarts,
+                                         **a.settings()} for a in ev.attacks]  # defaults resolved, for the report
+        run.extra["units"] = {"store": str(store.directory), "threads_per_unit": threads, "models": len(trained),
+                              "models_resumed": sum(bool(r["resumed"]) for r in trained),
+                              "evaluation_units": units.counts["units"],
+                              "evaluation_units_resumed": units.counts["resumed"]}
     return run.path
 
 
-def _radii(model: nn.Module, data: DataBundle, name: str, ev: EvaluationConfig, seed: int) -> pd.DataFrame:
-    """Per-example FMN radius (robustcnn.radius) on the same first n_examples the attacks see."""
+def _train_models(config: AdversarialStudyConfig, store: BlobStore, device: torch.device, threads: int,
+                  progress: bool | None) -> list[dict[str, Any]]:
+    """Every model as a unit through the sweep engine (locally, in worker processes or on Ray), in config order;
+    models already in the store are not trained again."""
+    points = [model_point(spec, config.data, seed=config.seed, device=device, threads=threads) for spec in config.models]
+    local = Executor(config.executor) == Executor.LOCAL and config.workers == 1
+    fn = partial(train_unit, progress=progress) if local else train_unit  # workers train silently
+    return run_sweep(points, fn, store=store, executor=config.executor, workers=config.workers, address=config.address,
+                     progress=progress, label="models", describe=lambda point: point["model"]["name"])
+
+
+def _radii(model: nn.Module, data: DataBundle, name: str, ev: EvaluationConfig, seed: int, units: Units) -> pd.DataFrame:
+    """Per-example FMN radius (robustcnn.radius) on the same first n_examples the attacks see (a unit)."""
     n = min(ev.n_examples, len(data.y_test))
-    radii = robustness_radii(model, data.x_test[:n], data.y_test[:n], norm=ev.threat_model, batch_size=ev.batch_size,
-                             seed=seed)
+    x, y = data.x_test[:n], data.y_test[:n]
+    spec = {"unit": "radii", "norm": ev.threat_model, "batch_size": ev.batch_size, "seed": seed,
+            "examples": examples_fingerprint(x, y)}
+    record = units(spec, lambda: {"radii": tensor_record(robustness_radii(model, x, y, norm=ev.threat_model,
+                                                                          batch_size=ev.batch_size, seed=seed))})
     return pd.DataFrame({"model": name, "index": range(n), "threat_model": ev.threat_model,
-                         "radius": radii.cpu().numpy()})
+                         "radius": record_tensor(record["radii"]).numpy()})
 
 
 def radius_table(radii: pd.DataFrame) -> pd.DataFrame:

@@ -12,8 +12,9 @@ import torch.nn as nn
 from robustcnn.data import Corruption, DataBundle, load_dataset
 from robustcnn.errors import UsageError
 from robustcnn.models import create_model, model_input_size
-from robustcnn.results import atomic_write_bytes, inside, safe_name, write_table
-from robustcnn.train import TrainConfig, TrainResult, seed_everything, train
+from robustcnn.results import atomic_write_bytes, inside, safe_name, to_jsonable, write_table
+from robustcnn.train import TrainConfig, TrainResult, resolve_device, seed_everything, train
+from robustcnn.units import frame_record, load_state, record_frame, state_bytes
 
 
 class Checkpoint(str, Enum):
@@ -84,6 +85,44 @@ def fit(spec: ModelSpec, data: DataBundle, *, seed: int, device: torch.device,
     if spec.evaluate == Checkpoint.BEST:
         model.load_state_dict(result.best_state)
     return model.eval(), result
+
+
+# ------------------------------------------------------------------ a trained model as a unit (robustcnn.units)
+def model_point(spec: ModelSpec, data: DataSpec, *, seed: int, device: torch.device, threads: int) -> dict[str, Any]:
+    """Everything that decides a trained model: its spec, its data, the seed, the device and the CPU thread count
+    (which changes the float sums, so a point always trains with the same count, wherever it runs)."""
+    return {"unit": "train", "model": to_jsonable(spec), "data": to_jsonable(data), "seed": seed,
+            "device": str(device), "threads": threads}
+
+
+def train_unit(point: dict[str, Any], progress: bool | None = False) -> dict[str, Any]:
+    """Train a model_point's model; its record holds the history and, as blobs (robustcnn.units.BlobStore), the
+    state_dicts. Module-level, so worker processes and Ray can run it."""
+    from robustcnn.config import from_dict
+    from robustcnn.devices import apply_threads
+
+    apply_threads(point["threads"])
+    spec, device = from_dict(ModelSpec, point["model"]), resolve_device(point["device"])
+    data = DataCache(from_dict(DataSpec, point["data"]), seed=point["seed"], device=device).for_model(spec.architecture)
+    _, result = fit(spec, data, seed=point["seed"], device=device, progress=progress)
+    blobs = {"final": state_bytes(result.final_state)}
+    if result.best_state is not None:
+        blobs["best"] = state_bytes(result.best_state)
+    return {"history": frame_record(result.history), "best_epoch": result.best_epoch, "monitor": result.monitor,
+            "blobs": blobs}
+
+
+def restore_model(spec: ModelSpec, record: dict[str, Any], data: DataBundle, *, seed: int,
+                  device: torch.device) -> tuple[nn.Module, TrainResult]:
+    """The model of a train_unit record (eval mode, the evaluated checkpoint loaded) and its TrainResult: the
+    same model whether it was trained a moment ago, in a worker, or in a run that was killed afterwards."""
+    blobs = record["blobs"]
+    result = TrainResult(record_frame(record["history"]), load_state(blobs["final"]),
+                         load_state(blobs["best"]) if "best" in blobs else None, record["best_epoch"], record["monitor"])
+    seed_everything(seed)  # as fit does: whatever the factory draws outside the state_dict repeats too
+    model = create_model(spec.architecture, dataset=data, **spec.kwargs)
+    model.load_state_dict(result.best_state if spec.evaluate == Checkpoint.BEST else result.final_state)
+    return model.to(device).eval(), result
 
 
 def save_training(run_dir: Path, label: str, result: TrainResult, *, checkpoints: bool = True,

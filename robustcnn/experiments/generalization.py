@@ -7,6 +7,7 @@ record is stored under a hash of its config, so an interrupted study resumes whe
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -83,6 +84,36 @@ class SweepStudyConfig:
             raise UsageError("workers must be at least 1")
         if not self.peak_z > 0 or self.peak_min_epochs < 1:
             raise UsageError("peak_z must be > 0 and peak_min_epochs at least 1")
+        # checked here, before any run folder or training: a bad value deep in a sweep is a traceback otherwise
+        _positive_ints("widths", self.widths)
+        _positive_ints("train_sizes", self.train_sizes)
+        if self.sample_width is not None:
+            _positive_ints("sample_width", [self.sample_width])
+        if not 0 < self.fit_threshold <= 1:  # also false for nan
+            raise UsageError(f"fit_threshold is a train accuracy in (0, 1], got {self.fit_threshold}")
+        _check_data("data", self.data.label_noise, self.data.train_subset)
+        for v in self.variants:
+            _check_data(f"variant '{v.name}'", v.label_noise, v.train_subset)
+        if self.rff is not None:
+            if not self.rff.features:
+                raise UsageError("rff.features is empty; give at least one feature count or drop rff")
+            _positive_ints("rff.features", self.rff.features)
+            _positive_ints("rff.train_size", [self.rff.train_size])
+            if not self.rff.sigma > 0 or not math.isfinite(self.rff.sigma):
+                raise UsageError(f"rff.sigma must be a finite number > 0, got {self.rff.sigma}")
+
+
+def _positive_ints(what: str, values: list[int]) -> None:
+    bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int) or v < 1]
+    if bad:
+        raise UsageError(f"{what} must be whole numbers >= 1, got {bad[0]!r}")
+
+
+def _check_data(what: str, label_noise: float | None, train_subset: int | None) -> None:
+    if label_noise is not None and not 0 <= label_noise <= 1:
+        raise UsageError(f"{what}: label_noise is a fraction of labels in [0, 1], got {label_noise}")
+    if train_subset is not None:
+        _positive_ints(f"{what}: train_subset", [train_subset])
 
 
 # ------------------------------------------------------------------ points
@@ -200,7 +231,7 @@ def rff_table(cfg: SweepStudyConfig, store: SweepStore) -> pd.DataFrame:
     points = [{"sweep": "rff", "features": n, "train_size": cfg.rff.train_size, "sigma": cfg.rff.sigma, "seed": seed,
                "data": to_jsonable(cfg.data)} for seed in cfg.seeds for n in cfg.rff.features]
     records = run_sweep(points, rff_point_from_spec, store=store, executor=cfg.executor, workers=cfg.workers,
-                        address=cfg.address)
+                        address=cfg.address, label="rff")
     keep = ["train_error", "test_error", "train_mse", "test_mse", "weight_norm"]
     return pd.DataFrame([{"features": p["features"], "train_size": p["train_size"], "seed": p["seed"],
                           **{k: r[k] for k in keep}} for p, r in zip(points, records)])
@@ -215,11 +246,11 @@ def run_sweep_study(cfg: SweepStudyConfig, out: str | Path = "results", *, progr
     if not points and cfg.rff is None:
         raise UsageError(f"study {cfg.study.value} has nothing to run: give variants, widths, train_sizes or rff")
     store = SweepStore(Path(out) / ".sweep-store" / cfg.study.value)
-    bar = _progress_printer(progress)
     with RunFolder(out, cfg.study.value, config=cfg, seed=cfg.seeds[0], device=str(resolve_device(cfg.device)),
                    on_finish=lambda path: redraw(path)) as run:
         records = run_sweep(points, run_point, store=store, executor=cfg.executor, workers=cfg.workers,
-                            address=cfg.address, on_done=bar)
+                            address=cfg.address, progress=progress, label=cfg.study.value,
+                            describe=lambda p: f"{p['variant']} seed {p['seed']}")
         if points:
             per_point, history, cost = point_tables(points, records, cfg.fit_threshold)
             summary = summarize(per_point)
@@ -242,17 +273,6 @@ def run_sweep_study(cfg: SweepStudyConfig, out: str | Path = "results", *, progr
             write_table(run.path, "peaks", peaks, title=f"Peaks (significant: > {cfg.peak_z:g} standard errors above "
                         f"both side minima; n_test = {n_test})")
     return run.final_path
-
-
-def _progress_printer(enabled: bool | None):
-    import sys
-
-    if not (sys.stderr.isatty() if enabled is None else enabled):
-        return None
-
-    def show(done: int, total: int) -> None:
-        print(f"\rsweep: {done}/{total} points", end="\n" if done == total else "", file=sys.stderr, flush=True)
-    return show
 
 
 # ------------------------------------------------------------------ the CPU profiles (the defaults)

@@ -24,6 +24,7 @@ from robustcnn.data import Corruption, DataBundle, load_dataset
 from robustcnn.errors import UsageError
 from robustcnn.experiments.common import DataSpec, ModelSpec, fit, save_training
 from robustcnn.models import model_input_size
+from robustcnn.progress import track
 from robustcnn.report import redraw
 from robustcnn.results import RunFolder, atomic_write_bytes, write_table
 from robustcnn.train import TrainConfig, resolve_device
@@ -146,7 +147,7 @@ def run_invariance_study(config: InvarianceStudyConfig, out: str | Path = "resul
     with RunFolder(out, "invariance", config=config, seed=config.seed, device=str(device),
                    on_finish=lambda path: redraw(path, kind="invariance")) as run:
         groups: dict[int, tuple[DataBundle, dict[str, nn.Module]]] = {}
-        for spec in config.models:
+        for spec in track(config.models, "invariance: train", describe=lambda s: s.name, enabled=progress):
             size = model_input_size(spec.architecture) or config.image_size
             if size not in loaded:
                 loaded[size] = load_dataset(s.dataset, root=s.data_root, image_size=size, train_subset=s.train_subset,
@@ -156,7 +157,8 @@ def run_invariance_study(config: InvarianceStudyConfig, out: str | Path = "resul
             save_training(run.path, spec.name, trained, checkpoints=config.checkpoints)
             groups.setdefault(id(data), (data, {}))[1][spec.name] = model
         tables: dict[str, list[pd.DataFrame]] = {}
-        for data, models in groups.values():  # models that share an input size see the same images
+        for data, models in track(groups.values(), "invariance: measure", describe=lambda g: ", ".join(g[1]),
+                                  enabled=progress):  # models that share an input size see the same images
             for name, df in measure(models, data, config.evaluation, config.claims, seed=config.seed).items():
                 tables.setdefault(name, []).append(df)
         merged = {name: pd.concat(dfs, ignore_index=True) for name, dfs in tables.items()}
@@ -186,7 +188,7 @@ def measure(models: dict[str, nn.Module], data: DataBundle, ev: InvarianceEvalua
     x, y = data.x_test[:n], data.y_test[:n]
     kw = {"seed": seed, "batch_size": ev.batch_size, "fill": ev.fill}
     clean = inv.predictions(models, x, ev.batch_size)
-    out = {"clean_accuracy": pd.DataFrame([{"model": m, "split": "test", "accuracy": (p == y).float().mean().item(),
+    out = {"clean_accuracy": pd.DataFrame([{"model": m, "split": "test", "accuracy": (p == y).double().mean().item(),
                                             "n": n} for m, p in clean.items()])}
     acc, cons = [], []
     for t, mags in ev.magnitudes.items():

@@ -25,6 +25,7 @@ from robustcnn.experiments.adversarial import EvaluationConfig
 from robustcnn.experiments.common import DataSpec, ModelSpec, fit, save_training
 from robustcnn.learning_rules import learning_rule_of
 from robustcnn.models import count_parameters, model_input_size
+from robustcnn.progress import track
 from robustcnn.report import redraw
 from robustcnn.results import RunFolder, atomic_write_bytes, write_table
 from robustcnn.train import TrainConfig, resolve_device
@@ -105,7 +106,7 @@ def run_lineage_study(config: LineageStudyConfig, out: str | Path = "results", *
     with RunFolder(out, "lineage", config=config, seed=config.seed, device=str(device),
                    on_finish=lambda path: redraw(path, kind="lineage")) as run:
         rows, evaluations, growth = [], [], []
-        for spec in config.models:
+        for spec in track(config.models, "lineage", describe=lambda s: s.name, enabled=progress):  # line per model
             data = _data_for(config, spec.architecture, device, cache)
             if config.anatomy_index >= len(data.y_test):  # before any training
                 raise UsageError(f"anatomy_index {config.anatomy_index} is outside the test set ({len(data.y_test)} "

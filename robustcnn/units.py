@@ -1,0 +1,148 @@
+"""Units of work for the runs that are not sweeps (the adversarial study, `benchmark`), through the sweep store:
+a trained model, one attack over an epsilon grid, a lint, a set of radii. Each unit is named by the hash of
+everything that decides its result (sweep.point_id: its inputs and the schema version); a finished unit is stored
+whole and reused by the next run with the same inputs, so a run killed with `kill -9` resumes where it stopped.
+
+    units = Units(SweepStore(out / ".sweep-store" / "benchmark"), {"model": model_id})
+    record = units({"unit": "attack", "attack": "pgd", ...}, compute)   # compute() -> a JSON-able record
+
+Records are JSON: tables as columns with their dtypes (frame_record), tensors as base64 bytes (tensor_record), so
+a record read back gives the very numbers that were computed. Model weights go beside their record as
+`<point-id>.<name>.pt` files (BlobStore), checked against a sha256 on every reuse.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from robustcnn.errors import RobustcnnWarning
+from robustcnn.results import atomic_write_bytes
+from robustcnn.sweep import SweepStore, point_id
+
+# (spec, compute) -> record: runs compute() for a unit named by spec, or returns its stored record
+UnitRunner = Callable[[dict[str, Any], Callable[[], dict[str, Any]]], dict[str, Any]]
+
+
+def compute_now(spec: dict[str, Any], compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The runner without a store: every unit is computed."""
+    return compute()
+
+
+def frame_record(df: pd.DataFrame) -> dict[str, Any]:
+    """A table as JSON-able columns and dtypes (record_frame restores it exactly: floats round-trip through JSON)."""
+    return {"columns": [str(c) for c in df.columns], "dtypes": [str(t) for t in df.dtypes],
+            "data": [df[c].tolist() for c in df.columns]}
+
+
+def record_frame(record: dict[str, Any]) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(values, dtype=dtype) for c, dtype, values in
+                         zip(record["columns"], record["dtypes"], record["data"])}, columns=record["columns"])
+
+
+def tensor_record(tensor: Any) -> dict[str, Any]:
+    """A CPU tensor as dtype, shape and its raw bytes in base64 (exact, and far smaller than a list of floats)."""
+    array = tensor.detach().cpu().contiguous().numpy()
+    return {"dtype": str(array.dtype), "shape": list(array.shape), "data": base64.b64encode(array.tobytes()).decode()}
+
+
+def record_tensor(record: dict[str, Any]) -> Any:
+    import torch
+
+    array = np.frombuffer(base64.b64decode(record["data"]), dtype=np.dtype(record["dtype"])).reshape(record["shape"])
+    return torch.from_numpy(array.copy())
+
+
+def state_bytes(state: dict[str, Any]) -> bytes:
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()
+
+
+def load_state(data: bytes) -> dict[str, Any]:
+    """A state_dict from state_bytes, read with weights_only=True (a store file never runs code)."""
+    import torch
+
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+def examples_fingerprint(x: Any, y: Any) -> str:
+    """sha1 of the evaluated examples (shape, pixels, labels): a unit never outlives a change to its data."""
+    h = hashlib.sha1(str(tuple(x.shape)).encode())
+    for t in (x, y):
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class BlobStore(SweepStore):
+    """A SweepStore whose records may carry `blobs` (name -> bytes, e.g. a state_dict): each blob is written to
+    `<point-id>.<name>.pt` before the record (whose presence marks the unit finished) and checked by sha256 when
+    the record is read; a missing or damaged blob makes the unit be computed again, with a warning."""
+
+    def blob_path(self, pid: str, name: str) -> Any:
+        return self.directory / f"{pid}.{name}.pt"
+
+    def put(self, pid: str, record: dict[str, Any]) -> None:
+        blobs, rest = record.get("blobs") or {}, {k: v for k, v in record.items() if k != "blobs"}
+        for name, data in blobs.items():
+            atomic_write_bytes(self.blob_path(pid, name), data)
+        super().put(pid, {**rest, "blob_sha256": {n: hashlib.sha256(d).hexdigest() for n, d in blobs.items()}})
+
+    def get(self, pid: str) -> dict[str, Any] | None:
+        record = super().get(pid)
+        if record is None:
+            return None
+        blobs = {}
+        for name, digest in (record.pop("blob_sha256", None) or {}).items():
+            path = self.blob_path(pid, name)
+            try:
+                data = path.read_bytes()
+            except OSError:
+                data = None
+            if data is None or hashlib.sha256(data).hexdigest() != digest:
+                warnings.warn(f"sweep store file {path} is missing or damaged; recomputing that unit",
+                              RobustcnnWarning, stacklevel=2)
+                return None
+            blobs[name] = data
+        return {**record, "blobs": blobs}
+
+
+class Units:
+    """Runs units through a store (None: computes each, stores nothing) and counts how many were reused.
+
+    context: what every unit of this runner shares (the model's identity, the device, the thread count); it is
+    hashed into each unit's id with the unit's own spec. `bind` gives a runner with more context and the same
+    counts."""
+
+    def __init__(self, store: SweepStore | None, context: dict[str, Any] | None = None,
+                 counts: dict[str, int] | None = None) -> None:
+        self.store, self.context = store, dict(context or {})
+        self.counts = counts if counts is not None else {"units": 0, "resumed": 0}
+
+    def bind(self, **context: Any) -> Units:
+        return Units(self.store, {**self.context, **context}, self.counts)
+
+    def __call__(self, spec: dict[str, Any], compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """The unit's record, from the store when it is there (`resumed`: True), else computed and stored; the
+        same fields as a sweep point's record (sweep.run_sweep), which runs units in parallel instead."""
+        pid = point_id({**self.context, **spec})
+        found = self.store.get(pid) if self.store is not None else None
+        self.counts["units"] += 1
+        if found is not None:
+            self.counts["resumed"] += 1
+            return {**found, "resumed": True}
+        t0 = time.perf_counter()
+        record = {**compute(), "point_id": pid, "point_seconds": 0.0}
+        record["point_seconds"] = time.perf_counter() - t0
+        if self.store is not None:
+            self.store.put(pid, record)
+        return {**record, "resumed": False}
