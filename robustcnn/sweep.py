@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import signal
+import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -182,15 +183,21 @@ def _stop_workers(pool: Any) -> None:
 
 
 def _run_ray(todo: list[tuple[str, dict[str, Any]]], fn: Callable, finish: Callable, address: str | None) -> None:
+    already_imported = "ray" in sys.modules
     if address is None:
-        # A local Ray instance binds to loopback only: Ray reads this before it resolves the node address
-        # (without it, it advertises the machine's network address even for a single-machine instance).
+        # A local Ray instance advertises the loopback address only: Ray reads this variable when it is first
+        # imported (without it, a single-machine instance offers its workers on the machine's network address).
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
         import ray
     except ImportError:
         raise UsageError("the ray executor needs Ray: pip install 'robustcnn[ray]'") from None
     started = not ray.is_initialized()
+    constants = getattr(getattr(ray, "_private", None), "ray_constants", None)
+    if address is None and started and already_imported and getattr(constants, "ENABLE_RAY_CLUSTER", False):
+        warnings.warn("ray was imported before robustcnn started it, so the local Ray instance may listen on the "
+                      "machine's network address; set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before importing ray",
+                      RobustcnnWarning, stacklevel=3)
     if started:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     try:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates the committed reference runs under results/ (checkpoints are not committed).
-#   scripts/reference-runs.sh ../shared/data        (about an hour on 2 CPU cores)
+#   scripts/reference-runs.sh ../shared/data        (hours on 2 CPU cores: each run's wall time is in its manifest)
 set -euo pipefail
 DATA="${1:-${ROBUSTCNN_DATA:-../shared/data}}"
 RC="${RC:-robustcnn}"
@@ -31,9 +31,12 @@ $RC benchmark lenet5 --weights "$run/checkpoints/lenet5-pgd-final.pt" --dataset 
 $RC study adversarial --out "$OUT" --seed 0
 # A model that is not in the zoo, benchmarked as a user would (examples/train_my_cnn.py made its weights).
 $RC benchmark examples/my_cnn.py:small_cnn --model-arg in_channels=1 --dataset mnist \
-  --weights examples/my_cnn_mnist.pt --mean 0.1307 --std 0.3081 --data-root "$DATA" --out "$OUT"
+  --weights examples/my_cnn_mnist.pt --mean 0.1307 --std 0.3081 --suite quick --data-root "$DATA" --out "$OUT"
 $RC benchmark examples/my_cnn.py:small_cnn --model-arg in_channels=3 --dataset imagefolder:cifar10-png \
   --weights examples/my_cnn_cifar10.pt --mean 0.4914,0.4822,0.4465 --std 0.2470,0.2435,0.2616 \
-  --eps 0.0157,0.0314 --data-root "$DATA" --out "$OUT"
+  --eps 0.0157,0.0314 --suite quick --data-root "$DATA" --out "$OUT"
+# The lineage (perceptron -> Neocognitron -> LeNet-5) and the invariance study on MNIST, CPU profiles.
+$RC study lineage --config studies/lineage-mnist.toml "${common[@]}"
+$RC study invariance --config studies/invariance-mnist.toml "${common[@]}"
 # Checkpoints stay out of git.
 find "$OUT" -type d -name checkpoints -prune -exec rm -rf {} +

@@ -121,7 +121,7 @@ def test_mean_std_are_wrapped_inside(tmp_path):
     path.write_text(FACTORY_FILE)
     card = benchmark(f"{path}:tiny", mean=[0.5], std=[0.25], **FAST)
     assert card.n == 60
-    with pytest.raises(UsageError, match="--mean/--std need 1 values"):
+    with pytest.raises(UsageError, match="--mean/--std need 1 finite values"):
         benchmark(f"{path}:tiny", mean=[0.5, 0.5], std=[0.2, 0.2], **FAST)
 
 

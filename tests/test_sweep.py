@@ -1,6 +1,10 @@
 """Sweep engine and generalization studies: peaks, RFF, resume after a crash, executors agree."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -290,3 +294,25 @@ def test_kill_9_in_the_middle_then_resume_gives_identical_tables(tmp_path):
         pd.testing.assert_frame_equal(a, b)
     cost = pd.read_csv(finished(killed) / "tables" / "point_cost.csv")
     assert cost["resumed"].sum() == stored
+
+
+RAY_NODE_PROBE = """
+from robustcnn.sweep import run_sweep
+
+def where(point):
+    import ray
+    return {"ip": ray.util.get_node_ip_address()}
+
+print(run_sweep([{"i": 0}], where, executor="ray", progress=False)[0]["ip"])
+"""
+
+
+@pytest.mark.slow
+def test_a_local_ray_instance_advertises_only_the_loopback_address(tmp_path):
+    """A Ray instance the sweep starts itself must not offer its workers on the machine's network address."""
+    pytest.importorskip("ray")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    done = subprocess.run([sys.executable, "-c", RAY_NODE_PROBE], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "127.0.0.1"

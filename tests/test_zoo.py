@@ -128,3 +128,40 @@ def test_reference_curves_are_the_shipped_ones_only(shipped, trained_lenet, tmp_
     assert set(refs["model"]) == {"lenet5 [digits]"} and (refs["source"] == "shipped reference: fgsm, n=60").all()
     run = write_benchmark(benchmark("lenet5", pretrained="digits", **FAST), out)
     assert pd.read_csv(run / "tables" / "reference_curves.csv").empty
+
+
+# ---------------------------------------------------------------- the weights this package actually ships
+SHIPPED = json.loads((ROOT / "robustcnn" / "pretrained" / "index.json").read_text())["models"] \
+    if (ROOT / "robustcnn" / "pretrained" / "index.json").exists() else []
+SHIPPED_IDS = [f"{e['model']}-{e['tag']}" for e in SHIPPED]
+
+
+@pytest.mark.parametrize("entry", SHIPPED, ids=SHIPPED_IDS)
+def test_shipped_weights_match_their_sha256_and_load_as_plain_tensors(entry):
+    path = ROOT / "robustcnn" / "pretrained" / entry["file"]
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == entry["sha256"]
+    state = torch.load(path, map_location="cpu", weights_only=True)   # no pickled code in a shipped file
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    model = create_model(entry["model"], pretrained=entry["tag"])
+    assert not model.training
+    loaded = model.state_dict()
+    assert set(loaded) == set(state) and all(torch.equal(loaded[k], state[k]) for k in state)
+
+
+DATA = __import__("os").environ.get("ROBUSTCNN_DATA")
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not DATA or not Path(DATA).is_dir(), reason="ROBUSTCNN_DATA is not set")
+@pytest.mark.parametrize("entry", SHIPPED, ids=SHIPPED_IDS)
+def test_shipped_weights_score_their_recorded_clean_accuracy_on_the_real_test_set(entry):
+    """Recomputed here with a bare loop over the real MNIST test file, not with the package's evaluation."""
+    from robustcnn.data import load_dataset
+    model = create_model(entry["model"], pretrained=entry["tag"])
+    data = load_dataset(entry["dataset"], root=DATA, image_size=entry["model_args"]["input_size"])
+    with torch.no_grad():
+        correct = sum(int((model(data.x_test[i:i + 2000]).argmax(1) == data.y_test[i:i + 2000]).sum())
+                      for i in range(0, len(data.y_test), 2000))
+    assert len(data.y_test) == entry["n_test"] == 10000
+    assert correct / len(data.y_test) == pytest.approx(entry["clean_test_accuracy"], abs=1e-9)
+    assert correct / len(data.y_test) > 0.97   # a trained MNIST model, not a random initialisation
