@@ -285,20 +285,31 @@ def plot_scorecard(robust: pd.DataFrame, references: pd.DataFrame, model: str, c
     shipped reference models' worst case (dotted, a colour per reference)."""
     fig, ax = subplots(figsize=(7.5, 4.8))
     attack_colors = model_colors([a for a in robust["attack"] if not is_worst(a)])
-    for attack, g in robust.groupby("attack", sort=False):
+    epsilons = sorted(set(robust["epsilon"]))
+    # One epsilon: lines have no length and the points sit on top of each other, so set the attacks side by side.
+    dodge = 0.0 if len(epsilons) > 1 else max(epsilons[0], 0.01) * 0.04
+    for i, (attack, g) in enumerate(robust.groupby("attack", sort=False)):
         style = attack_style(attack)
+        if dodge and is_worst(attack):
+            style = {**style, "marker": "D", "markersize": 8, "alpha": 1.0}
         color = "k" if is_worst(attack) else attack_colors[attack]
         err = [g["robust_accuracy"] - g["ci_low"], g["ci_high"] - g["robust_accuracy"]]
-        ax.errorbar(g["epsilon"], g["robust_accuracy"], yerr=err, color=color, capsize=2, elinewidth=0.8,
-                    label=f"{model} / {attack}", **style)
+        ax.errorbar(g["epsilon"] + i * dodge, g["robust_accuracy"], yerr=err, color=color, capsize=2,
+                    elinewidth=0.8, label=f"{model} / {attack}", **style)
+    if dodge:
+        n_attacks = robust["attack"].nunique()
+        ax.set_xticks(epsilons)
+        ax.set_xlim(epsilons[0] - 2 * dodge, epsilons[0] + (n_attacks + 1) * dodge)
+        ax.set_xticks([epsilons[0] + i * dodge for i in range(n_attacks)], minor=True)
     refs = list(dict.fromkeys(references["model"])) if len(references) else []
     ref_colors = {r: PALETTE[(len(attack_colors) + i) % len(PALETTE)] for i, r in enumerate(refs)}  # not an attack's
     for (source, ref), g in references.groupby(["source", "model"], sort=False):
         ax.plot(g["epsilon"], g["robust_accuracy"], ls=":", lw=1.4, marker=".", color=ref_colors[ref],
                 label=f"reference {ref} ({source})")
     threat = threat_label(robust["threat_model"].iloc[0]) if "threat_model" in robust and len(robust) else "L-inf"
-    ax.set(xlabel=f"epsilon ({threat}, fraction of pixel range)", ylabel="robust accuracy", ylim=(-0.02, 1.02),
-           title=f"robust accuracy vs epsilon ({threat}, {curve} curve)\ntest, first "
+    spread = f"; attacks side by side, all at eps {epsilons[0]:g}" if dodge else ""
+    ax.set(xlabel=f"epsilon ({threat}, fraction of pixel range{spread})", ylabel="robust accuracy",
+           ylim=(-0.02, 1.02), title=f"robust accuracy vs epsilon ({threat}, {curve} curve)\ntest, first "
                  f"{_title_n(robust['n']) if 'n' in robust else 'n unknown'}{_suite_words(suite)}; "
                  "bars: 95 % Wilson interval")
     ax.grid(alpha=0.3)

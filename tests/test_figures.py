@@ -220,3 +220,17 @@ def test_robust_accuracy_titles_name_threat_model_suite_and_n():
     title = plot_scorecard(robust, pd.DataFrame(columns=["source", "model", "epsilon", "robust_accuracy"]), "m",
                            suite="standard").axes[0].get_title()
     assert "L-inf" in title and "suite standard" in title and "n=60" in title
+
+
+def test_a_single_epsilon_scorecard_sets_the_attacks_side_by_side():
+    """With one epsilon every attack's point would sit on the same x and hide the others."""
+    from robustcnn.figures import plot_scorecard
+    rows = [("autoattack", 0.85), ("pgd", 0.89), ("deepfool", 0.915), ("worst_case", 0.85)]
+    robust = pd.DataFrame([{"attack": a, "epsilon": 0.3, "robust_accuracy": r, "ci_low": r - 0.05,
+                            "ci_high": r + 0.04, "n": 200, "threat_model": "linf"} for a, r in rows])
+    fig = plot_scorecard(robust, pd.DataFrame(columns=["source", "model", "epsilon", "robust_accuracy"]), "m",
+                         suite="full")
+    ax = fig.axes[0]
+    xs = [float(c.lines[0].get_xdata()[0]) for c in ax.containers if c.get_label().startswith("m / ")]
+    assert len(xs) == 4 and len(set(xs)) == 4
+    assert "all at eps 0.3" in ax.get_xlabel()
