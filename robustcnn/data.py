@@ -110,7 +110,8 @@ def resolve_data_root(root: str | Path | None) -> Path | None:
     path = Path(chosen).expanduser()
     if not path.is_dir():  # for every dataset, digits included: a mistyped root must not pass unnoticed
         where = "--data-root" if root is not None else "$ROBUSTCNN_DATA"
-        raise UsageError(f"data root {path} ({where}) does not exist or is not a folder")
+        raise UsageError(f"data root {path} ({where}) does not exist or is not a folder; point it at the folder "
+                         "holding the datasets (e.g. ../shared/data) or leave it unset for the embedded digits")
     return path
 
 
