@@ -233,7 +233,8 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     p = k / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # The interval always contains p; min/max only undo rounding (at k = n, centre + half is 1 - 1e-16).
+    return min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))
 
 
 STATISTIC = ("robust_accuracy: per example, robust only if it withstands the attack under every attack seed; "

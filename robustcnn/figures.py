@@ -293,7 +293,8 @@ def plot_scorecard(robust: pd.DataFrame, references: pd.DataFrame, model: str, c
         if dodge and is_worst(attack):
             style = {**style, "marker": "D", "markersize": 8, "alpha": 1.0}
         color = "k" if is_worst(attack) else attack_colors[attack]
-        err = [g["robust_accuracy"] - g["ci_low"], g["ci_high"] - g["robust_accuracy"]]
+        # clipped at 0: tables written before the interval was made to contain its point can miss it by 1e-16
+        err = np.clip([g["robust_accuracy"] - g["ci_low"], g["ci_high"] - g["robust_accuracy"]], 0, None)
         ax.errorbar(g["epsilon"] + i * dodge, g["robust_accuracy"], yerr=err, color=color, capsize=2,
                     elinewidth=0.8, label=f"{model} / {attack}", **style)
     if dodge:

@@ -14,7 +14,7 @@ import pandas as pd
 
 # columns whose values are fractions in [0, 1] (or differences of them): shown as percent
 PERCENT_WORDS = ("accuracy", "error", "gap", "consistency")
-PERCENT_COLUMNS = ("ci_low", "ci_high", "mean_over_seeds", "std_over_seeds", "minus_baseline")
+PERCENT_COLUMNS = ("ci_low", "ci_high", "mean_over_seeds", "std_over_seeds", "minus_baseline", "robust@")
 NOT_PERCENT = ("errors",)  # e.g. corruption_errors: relative CE values, not fractions
 
 

@@ -90,7 +90,7 @@ def wilson(k: np.ndarray | float, n: np.ndarray | float, z: float = 1.96) -> tup
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
+    return np.minimum(p, np.clip(centre - half, 0, 1)), np.maximum(p, np.clip(centre + half, 0, 1))  # p inside
 
 
 def accuracy_band(ax: Axes, x: Any, accuracy: Any, n: Any, color: str, **kwargs: Any) -> None:

@@ -210,3 +210,14 @@ def test_wilson_interval():
     # hand-computed 95 % Wilson intervals (z = 1.96), typed in, not taken from the code
     assert wilson_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
     assert wilson_interval(0, 10)[1] == pytest.approx(0.2775, abs=1e-4)
+
+
+@pytest.mark.parametrize("k,n", [(100, 100), (0, 100), (1000, 1000), (0, 7), (7, 7), (3, 7)])
+def test_the_wilson_interval_always_contains_its_point(k, n):
+    """At k = n the formula's upper end is 1 - 1e-16 in floating point: a point outside its own interval."""
+    low, high = wilson_interval(k, n)
+    assert low <= k / n <= high
+    if k == n:
+        assert high == 1.0
+    if k == 0:
+        assert low == 0.0

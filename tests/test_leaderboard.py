@@ -156,3 +156,17 @@ def test_eight_concurrent_writers_keep_eight_rows(tmp_path):
     rows = read_leaderboard(board)
     assert sorted(rows["weights_hash"]) == [f"hash{i}" for i in range(8)]
     assert list(rows["model"]) == [f"m{i}" for i in reversed(range(8))]  # sorted by robust@0.1
+
+
+def test_the_markdown_board_gives_robust_and_clean_accuracy_both_as_percent(tmp_path):
+    path = tmp_path / "digits.csv"
+    update_leaderboard(path, card(level=0.5), "run")
+    board = read_leaderboard(path)
+    lines = (tmp_path / "digits.md").read_text().splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    row = [c.strip() for c in lines[2].strip("|").split("|")]
+    robust_cols = [c for c in board.columns if c.startswith("robust@")]
+    assert robust_cols
+    for col in robust_cols:
+        cell = row[header.index(f"{col} (%)")]
+        assert float(cell) == pytest.approx(100 * float(board[col].iloc[0]), abs=0.05)
