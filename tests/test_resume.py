@@ -246,3 +246,30 @@ def test_sweep_workers_are_spawned_not_forked():
 
     done = run_sweep([{"i": 0}, {"i": 1}], fresh_interpreter, workers=2)
     assert [r["inherited"] for r in done] == [False, False]
+
+
+def test_an_evaluation_unit_is_not_reused_for_other_examples_of_the_same_count(trained_lenet, digits28, tmp_path):
+    """Same model, attacks, epsilons and n: only the test images differ (a changed data file, another subset). The
+    stored attack must not be reused, and the robust accuracy must be that of the new images, counted here."""
+    import dataclasses
+
+    from robustcnn.evaluation import evaluate_model
+    from robustcnn.sweep import SweepStore
+    from robustcnn.units import Units
+
+    n = 40
+    other = dataclasses.replace(digits28, x_test=digits28.x_test.flip(0), y_test=digits28.y_test.flip(0))
+    store = SweepStore(tmp_path / "store")
+    kw = dict(name="m", attacks=["fgsm"], epsilons=[0.0, 0.3], n_examples=n, lint=False, clean_splits=("test",))
+    first = Units(store)
+    evaluate_model(trained_lenet, digits28, units=first, **kw)
+    again = Units(store)
+    evaluate_model(trained_lenet, digits28, units=again, **kw)
+    assert again.counts["resumed"] == again.counts["units"] > 0     # the same images: every unit reused
+    fresh = Units(store)
+    ev = evaluate_model(trained_lenet, other, units=fresh, **kw)
+    assert fresh.counts["resumed"] == 0
+    with torch.no_grad():
+        clean = (trained_lenet(other.x_test[:n]).argmax(1) == other.y_test[:n]).float().mean().item()
+    at0 = ev.robust[(ev.robust["attack"] == "fgsm") & (ev.robust["epsilon"] == 0.0)]["robust_accuracy"].item()
+    assert at0 == pytest.approx(clean)
