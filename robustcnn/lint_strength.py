@@ -1,10 +1,10 @@
 """Evaluation-lint checks that test the attacks against each other (AutoAttack's and Carlini et al.'s habit of
 testing the tester), run by robustcnn.lint when its `strong_checks` is on:
 
-- implementations_agree: foolbox PGD, AutoAttack's APGD-CE and a bare-torch PGD (robustcnn.perturb.pgd_linf,
-  no code shared with the other two) must leave the same number of lint examples standing at each positive
-  L-inf epsilon, within max(2, 2 % of n); a gap names the weaker implementation and the examples only the
-  stronger one broke.
+- implementations_agree: robustcnn's PGD (the registry's `pgd`, plain torch), foolbox's LinfPGD called directly
+  and AutoAttack's APGD-CE (no code shared between the three) must leave the same number of lint examples
+  standing at each positive L-inf epsilon, within max(2, 2 % of n); a gap names the weaker implementation and
+  the examples only the stronger one broke.
 - square_vs_whitebox: the black-box Square attack must not break more than noise (max(2, 1 % of n)) examples the
   grid's white-box attacks left standing: if it does, the gradients are masked and white-box numbers overstate
   robustness (FAIL).
@@ -24,7 +24,6 @@ import torch.nn as nn
 
 from robustcnn.attacks import AttackConfig, ThreatModel, predict
 from robustcnn.evaluation import RobustnessResult, evaluate_robustness
-from robustcnn.perturb import pgd_linf
 from robustcnn.radius import curve_from_radii, robustness_radii
 
 APGD_STEPS = 25       # cheap APGD-CE for the agreement check (the standard version runs 100)
@@ -54,11 +53,16 @@ def _broken(result: RobustnessResult, attack: str | None = None) -> dict[float, 
             for e, g in s.groupby("epsilon")}
 
 
-def bare_pgd_broken(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int,
-                    steps: int = 40) -> torch.Tensor:
-    """(n,) bool, on CPU: misclassified after a bare-torch PGD-40 (step 2.5 eps / steps, random start), or clean."""
-    gen = torch.Generator().manual_seed(seed)
-    adv = pgd_linf(model, x, y, epsilon=eps, steps=steps, step_size=2.5 * eps / steps, generator=gen)
+def foolbox_pgd_broken(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pgd: AttackConfig, eps: float,
+                       seed: int) -> torch.Tensor:
+    """(n,) bool, on CPU: misclassified after foolbox's own LinfPGD with `pgd`'s settings, or clean."""
+    import foolbox as fb
+
+    s = pgd.settings()
+    attack = fb.attacks.LinfPGD(steps=s["steps"], rel_stepsize=s["step_size"], random_start=s["random_start"],
+                                abs_stepsize=s.get("abs_stepsize"))
+    torch.manual_seed(seed + 1)  # not the registry run's draws: the two share no random start either
+    _, (adv,), _ = attack(fb.PyTorchModel(model, bounds=(0, 1), device=x.device), x, y, epsilons=[eps])
     return (predict(model, adv).argmax(1) != y).cpu()
 
 
@@ -72,12 +76,11 @@ def check_implementations_agree(model: nn.Module, x: torch.Tensor, y: torch.Tens
     pgd = next((a for a in attacks if a.name == "pgd"), AttackConfig("pgd"))
     run = evaluate_robustness(model, x, y, attacks=[pgd, AttackConfig("apgd-ce", steps=APGD_STEPS)], epsilons=grid,
                               curve="per-epsilon", seed=seed, batch_size=batch_size)
-    foolbox, apgd = _broken(run, "pgd"), _broken(run, "apgd-ce")
+    ours, apgd, steps = _broken(run, "pgd"), _broken(run, "apgd-ce"), pgd.settings()["steps"]
     n, tol, gaps, said = len(y), agreement_tolerance(len(y)), [], []
     for eps in grid:
-        broken = {f"foolbox pgd ({pgd.settings()['steps']} steps)": foolbox[eps],
-                  f"apgd-ce ({APGD_STEPS} steps)": apgd[eps], "bare-torch pgd (40 steps)":
-                  bare_pgd_broken(model, x, y, eps, seed)}
+        broken = {f"robustcnn pgd ({steps} steps)": ours[eps], f"apgd-ce ({APGD_STEPS} steps)": apgd[eps],
+                  f"foolbox pgd ({steps} steps)": foolbox_pgd_broken(model, x, y, pgd, eps, seed)}
         standing = {k: int((~v).sum()) for k, v in broken.items()}
         said.append(f"eps {eps:g}: " + ", ".join(f"{k} {v}" for k, v in standing.items()))
         weak, strong = max(standing, key=standing.get), min(standing, key=standing.get)

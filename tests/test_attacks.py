@@ -86,3 +86,26 @@ def test_bad_attack_names_and_settings():
         AttackConfig("pdg")
     with pytest.raises(UsageError, match="fgsm has no 'steps' setting"):
         AttackConfig("fgsm", steps=3)
+
+
+@pytest.mark.parametrize("settings", [{}, {"random_start": False}, {"steps": 7, "options": {"abs_stepsize": 0.02}}])
+def test_registry_pgd_gives_foolbox_linfpgd_examples_bit_for_bit(trained_lenet, small_xy, settings):
+    """The registry's `pgd` is our own torch loop (no eagerpy, no weight gradients); foolbox's LinfPGD is the
+    reference: from the same seed both must return the same adversarial images and the same success flags."""
+    import foolbox as fb
+
+    from robustcnn.attacks import CountingModel
+    x, y = small_xy
+    cfg = AttackConfig("pgd", **settings)
+    s = cfg.settings()
+    reference = fb.attacks.LinfPGD(steps=s["steps"], rel_stepsize=s["step_size"], random_start=s["random_start"],
+                                   abs_stepsize=s.get("abs_stepsize"))
+    fmodel = fb.PyTorchModel(CountingModel(trained_lenet), bounds=(0, 1), device=x.device)  # foolbox moves the model
+    torch.manual_seed(3)
+    _, ours, ours_success = cfg.build()(fmodel, x, y, epsilons=[0.05, 0.1])
+    torch.manual_seed(3)
+    _, theirs, theirs_success = reference(fmodel, x, y, epsilons=[0.05, 0.1])
+    assert 0 < theirs_success[0].sum() < len(y)  # a case where the steps matter
+    assert torch.equal(ours_success, theirs_success)
+    for a, b in zip(ours, theirs):
+        assert torch.equal(a, b)

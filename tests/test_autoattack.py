@@ -95,7 +95,7 @@ def test_every_autoattack_attack_keeps_the_protocol(trained_lenet, small_xy, nam
     cfg = tiny(name)
     eps = [0.0, 1.0, 3.0] if cfg.threat_model == ThreatModel.L2 else [0.0, 0.1, 0.3]
     attack = cfg.build()
-    fmodel = fb.PyTorchModel(CountingModel(trained_lenet), bounds=(0, 1))
+    fmodel = fb.PyTorchModel(CountingModel(trained_lenet), bounds=(0, 1), device=x.device)
     _, clipped, success = attack(fmodel, x, y, epsilons=eps)
     assert torch.equal(x, x_before) and success.shape == (3, 10)
     assert torch.equal(clipped[0], x) and torch.equal(success[0], predictions(trained_lenet, x) != y)
@@ -134,7 +134,7 @@ def test_cheap_curve_does_not_attack_broken_examples_again(trained_lenet, small_
 def test_the_callers_random_stream_is_left_alone(trained_lenet, small_xy):
     x, y = small_xy[0][:8], small_xy[1][:8]
     attack = tiny("apgd-ce").build()
-    fmodel = fb.PyTorchModel(trained_lenet, bounds=(0, 1))
+    fmodel = fb.PyTorchModel(trained_lenet, bounds=(0, 1), device=x.device)
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)

@@ -27,12 +27,22 @@ def test_implementations_agree_on_a_healthy_model(trained_lenet, small_xy):
     assert status == "PASS", detail
 
 
-def test_a_weakened_implementation_is_named(trained_lenet, small_xy, monkeypatch):
+def test_a_weakened_foolbox_pgd_is_named(trained_lenet, small_xy, monkeypatch):
+    import foolbox as fb
     x, y = xy(small_xy)
-    monkeypatch.setattr(ls, "pgd_linf", lambda model, x, y, **kw: x.clone())  # bare-torch PGD that does nothing
+    real = fb.attacks.LinfPGD
+    monkeypatch.setattr(fb.attacks, "LinfPGD", lambda **kw: real(**{**kw, "steps": 1}))  # foolbox's own, 1 step
     _, status, detail = ls.check_implementations_agree(trained_lenet, x, y, [AttackConfig("pgd")], [0.0, 0.1], 0)
-    assert status == "WARN" and "bare-torch pgd (40 steps) leaves" in detail, detail
+    assert status == "WARN" and "foolbox pgd (40 steps) leaves" in detail, detail
     assert "examples only" in detail
+
+
+def test_a_weakened_robustcnn_pgd_is_named(trained_lenet, small_xy, monkeypatch):
+    from robustcnn.attacks import LinfPGD
+    x, y = xy(small_xy)
+    monkeypatch.setattr(LinfPGD, "_run", lambda self, fmodel, x0, y, eps: x0)  # our PGD, doing nothing
+    _, status, detail = ls.check_implementations_agree(trained_lenet, x, y, [AttackConfig("pgd")], [0.0, 0.1], 0)
+    assert status == "WARN" and "robustcnn pgd (40 steps) leaves" in detail, detail
 
 
 def test_agreement_skips_without_an_linf_attack(trained_lenet, small_xy):
