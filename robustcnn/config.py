@@ -22,6 +22,9 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 T = TypeVar("T")
+# keys that were renamed: old -> new. data.corruption (Zhang et al.'s randomization tests) became
+# data.randomization, so that "corruptions" means only the common corruptions of robustcnn.corruptions.
+RENAMED = {"corruption": "randomization"}
 
 
 def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
@@ -31,6 +34,8 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     for key in data:
+        if RENAMED.get(key) in names:
+            raise UsageError(f"config key '{where}{key}' is now '{where}{RENAMED[key]}' (the same values); rename it")
         if key not in names:
             raise UsageError(f"unknown config key '{where}{key}'{close_match_hint(key, names)}; "
                              f"known keys here: {', '.join(names)}")

@@ -36,7 +36,7 @@ from robustcnn.transforms import affine_matrix, check_images, filter2d, gaussian
 
 
 class CommonCorruption(str, Enum):
-    """Common corruptions (distinct from the memorization study's randomization tests, data.Corruption)."""
+    """Common corruptions (distinct from the memorization study's randomization tests, data.Randomization)."""
 
     GAUSSIAN_NOISE = "gaussian_noise"
     SHOT_NOISE = "shot_noise"

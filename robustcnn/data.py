@@ -1,4 +1,4 @@
-"""Datasets by name -> tensors in [0,1] on the device, plus subsets, label noise, corruptions, a validation
+"""Datasets by name -> tensors in [0,1] on the device, plus subsets, label noise, randomization tests, a validation
 split and batch-wise augmentation.
 
 Every loader ends in the same `DataBundle`: float32 images (N, C, H, W) in [0,1] and int64 labels, decoded once.
@@ -23,8 +23,9 @@ from robustcnn.datafiles import drop_bad_idx_entries, fill_idx_cache
 from robustcnn.errors import UsageError, check_choice, first_line
 
 
-class Corruption(str, Enum):
-    """Zhang et al. 2017's randomization tests, applied to train and test images alike."""
+class Randomization(str, Enum):
+    """Zhang et al. 2017's randomization tests, applied to train and test images alike (not the common corruptions
+    of robustcnn.corruptions, which perturb test images to measure robustness)."""
 
     NONE = "none"
     SHUFFLED_PIXELS = "shuffled_pixels"  # one fixed random permutation of pixel positions for every image
@@ -124,7 +125,7 @@ def load_dataset(
     label_noise: float = 0.0,
     uniform_noise: bool = False,
     seed: int = 0,
-    corruption: Corruption | str = Corruption.NONE,
+    randomization: Randomization | str = Randomization.NONE,
     device: torch.device | str = "cpu",
 ) -> DataBundle:
     """Load a dataset by name as [0,1] tensors on `device`.
@@ -155,36 +156,36 @@ def load_dataset(
                                                                  uniform=uniform_noise)
     if image_size is not None and image_size != bundle.image_size:
         bundle.x_train, bundle.x_test = resize(bundle.x_train, image_size), resize(bundle.x_test, image_size)
-    corruption = Corruption(corruption)
-    if corruption != Corruption.NONE:
-        bundle.x_train, bundle.x_test = corrupt_splits(bundle.x_train, bundle.x_test, corruption, seed)
+    randomization = Randomization(randomization)
+    if randomization != Randomization.NONE:
+        bundle.x_train, bundle.x_test = randomize_splits(bundle.x_train, bundle.x_test, randomization, seed)
     return bundle.to(device)
 
 
-def corrupt_splits(x_train: torch.Tensor, x_test: torch.Tensor, corruption: Corruption | str,
+def randomize_splits(x_train: torch.Tensor, x_test: torch.Tensor, randomization: Randomization | str,
                    seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Corrupt both splits from ONE random stream, so no test image repeats a training image.
+    """Randomize both splits from ONE random stream, so no test image repeats a training image.
 
     Shuffled pixels: one permutation of pixel positions, drawn once and applied to every image of both splits
     (the test asks whether a fixed, learnable scrambling of the input still generalizes).
     Random pixels: Gaussian noise with the training images' mean and std, the training images drawn first and
     the test images next from the same generator (two generators seeded alike would repeat the noise).
     """
-    corruption = Corruption(corruption)
+    randomization = Randomization(randomization)
     g = torch.Generator().manual_seed(seed + 104729)
-    if corruption == Corruption.SHUFFLED_PIXELS:
+    if randomization == Randomization.SHUFFLED_PIXELS:
         perm = torch.randperm(x_train.shape[-2] * x_train.shape[-1], generator=g)
         return tuple(x.flatten(2)[:, :, perm].view(x.shape) for x in (x_train, x_test))  # type: ignore[return-value]
-    if corruption == Corruption.NONE:
+    if randomization == Randomization.NONE:
         return x_train, x_test
     mean, std = x_train.mean(), x_train.std()
     return tuple((torch.randn(x.shape, generator=g) * std + mean).clamp_(0, 1)  # type: ignore[return-value]
                  for x in (x_train, x_test))
 
 
-def corrupt(x: torch.Tensor, corruption: Corruption | str, seed: int) -> torch.Tensor:
-    """One tensor corrupted as the training split of `corrupt_splits` would be (never call it once per split)."""
-    return corrupt_splits(x, x[:0], corruption, seed)[0]
+def randomize(x: torch.Tensor, randomization: Randomization | str, seed: int) -> torch.Tensor:
+    """One tensor randomized as the training split of `randomize_splits` would be (never call it once per split)."""
+    return randomize_splits(x, x[:0], randomization, seed)[0]
 
 
 def apply_label_noise(y: torch.Tensor, fraction: float, num_classes: int, seed: int, *,

@@ -117,7 +117,7 @@ def setup_section(run_dir: Path, n_lines: list[str], suite: str | None = None) -
     config = m.get("config") or {}
     data = config.get("data") if isinstance(config.get("data"), dict) else {"dataset": config.get("dataset")}
     extras = [f"{k.replace('_', ' ')} {v}" for k, v in data.items()
-              if k in ("train_subset", "label_noise", "corruption") and v not in (None, 0, 0.0, "none")]
+              if k in ("train_subset", "label_noise", "randomization") and v not in (None, 0, 0.0, "none")]
     seeds = config.get("seeds", [m.get("seed")])
     lines = ["## Setup", "",
              f"- **Dataset**: {data.get('dataset')}" + (f" ({', '.join(extras)})" if extras else "") +

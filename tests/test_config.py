@@ -26,6 +26,14 @@ def test_unknown_keys_are_errors_with_hints(tmp_path):
         load_config(AdversarialStudyConfig, None, ["seeed=1"])
 
 
+def test_the_renamed_randomization_key_says_its_new_name():
+    from robustcnn.data import Randomization
+    with pytest.raises(UsageError, match="config key 'data.corruption' is now 'data.randomization'"):
+        load_config(AdversarialStudyConfig, None, ["data.corruption=random_pixels"])
+    cfg = load_config(AdversarialStudyConfig, None, ["data.randomization=random_pixels"])
+    assert cfg.data.randomization == Randomization.RANDOM_PIXELS
+
+
 def test_overrides_reach_nested_values_and_list_items():
     cfg = load_config(AdversarialStudyConfig, None, [
         "evaluation.epsilons=[0, 0.1]", 'evaluation.attacks=["fgsm"]', 'evaluation.gallery_attack="fgsm"', "seed=7",

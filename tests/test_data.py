@@ -192,17 +192,17 @@ def _max_abs_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
 def test_random_pixel_test_images_share_nothing_with_training_images():
     """Zhang et al.'s random pixels: the test noise must be drawn apart from the training noise, or the test
     set holds copies of training images and 'test accuracy' measures memorized labels."""
-    data = load_dataset("digits", image_size=16, corruption="random_pixels", seed=0)
+    data = load_dataset("digits", image_size=16, randomization="random_pixels", seed=0)
     assert _max_abs_correlation(data.x_test, data.x_train) < 0.5  # 256 pixels: chance correlations stay < 0.35
     assert not any(torch.equal(t, data.x_train[i]) for i, t in enumerate(data.x_test))
-    again = load_dataset("digits", image_size=16, corruption="random_pixels", seed=0)
+    again = load_dataset("digits", image_size=16, randomization="random_pixels", seed=0)
     assert torch.equal(again.x_test, data.x_test)  # still fixed by the seed
 
 
 def test_shuffled_pixels_use_one_permutation_for_train_and_test(fake_mnist):
     root, _ = fake_mnist
     clean = load_dataset("mnist", root=root)
-    shuffled = load_dataset("mnist", root=root, corruption="shuffled_pixels", seed=3)
+    shuffled = load_dataset("mnist", root=root, randomization="shuffled_pixels", seed=3)
     # recover the permutation from the training images (60 random values per pixel identify it), apply it to test
     src = clean.x_train.flatten(1).T    # (pixels, images)
     dst = shuffled.x_train.flatten(1).T

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from robustcnn.data import Corruption, corrupt
+from robustcnn.data import Randomization, randomize
 from robustcnn.experiments import generalization as gen
 from robustcnn.experiments.common import DataSpec, ModelSpec
 from robustcnn.experiments.generalization import RFFSweep, SweepStudy, SweepStudyConfig, Variant, run_sweep_study
@@ -149,11 +149,11 @@ def test_rff_min_norm_solution_agrees_with_numpy_lstsq(n_features):
 
 def test_corruptions():
     x = torch.rand(5, 1, 6, 6)
-    shuffled = corrupt(x, Corruption.SHUFFLED_PIXELS, seed=0)
+    shuffled = randomize(x, Randomization.SHUFFLED_PIXELS, seed=0)
     assert torch.equal(shuffled.flatten(1).sort(1).values, x.flatten(1).sort(1).values)  # a permutation of each image
     assert not torch.equal(shuffled, x)
-    assert torch.equal(shuffled, corrupt(x, Corruption.SHUFFLED_PIXELS, seed=0))
-    noise = corrupt(x, Corruption.RANDOM_PIXELS, seed=0)
+    assert torch.equal(shuffled, randomize(x, Randomization.SHUFFLED_PIXELS, seed=0))
+    noise = randomize(x, Randomization.RANDOM_PIXELS, seed=0)
     assert noise.shape == x.shape and 0 <= noise.min() and noise.max() <= 1 and not torch.equal(noise, x)
 
 
@@ -228,7 +228,7 @@ def test_variant_studies_write_their_tables(tmp_path):
     cfg = SweepStudyConfig(study=SweepStudy.MEMORIZATION, data=DataSpec("digits", train_subset=100),
                            model=ModelSpec("mlp", kwargs={"width": 64}, train=TrainConfig(epochs=2, batch_size=50)),
                            variants=[Variant("clean", label_noise=0.0), Variant("all random", label_noise=1.0),
-                                     Variant("random pixels", corruption=Corruption.RANDOM_PIXELS)], seeds=[0, 1])
+                                     Variant("random pixels", randomization=Randomization.RANDOM_PIXELS)], seeds=[0, 1])
     run_dir = run_sweep_study(cfg, tmp_path)
     summary = pd.read_csv(run_dir / "tables" / "summary.csv")
     assert list(summary["variant"]) == ["clean", "all random", "random pixels"]

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from robustcnn.data import Corruption, DataBundle, load_dataset
+from robustcnn.data import DataBundle, Randomization, load_dataset
 from robustcnn.errors import UsageError
 from robustcnn.models import create_model, model_input_size
 from robustcnn.results import atomic_write_bytes, inside, safe_name, to_jsonable, write_table
@@ -55,7 +55,7 @@ class DataSpec:
     train_subset: int | None = None
     label_noise: float = 0.0
     uniform_noise: bool = False  # True: noisy labels drawn over all classes (Zhang et al.), else always wrong
-    corruption: Corruption = Corruption.NONE
+    randomization: Randomization = Randomization.NONE  # Zhang et al. 2017 (was data.corruption)
 
 
 class DataCache:
@@ -71,7 +71,7 @@ class DataCache:
             s = self.spec
             self._by_size[size] = load_dataset(s.dataset, root=s.data_root, image_size=size,
                                                train_subset=s.train_subset, label_noise=s.label_noise,
-                                               uniform_noise=s.uniform_noise, corruption=s.corruption, seed=self.seed,
+                                               uniform_noise=s.uniform_noise, randomization=s.randomization, seed=self.seed,
                                                device=self.device)
         return self._by_size[size]
 

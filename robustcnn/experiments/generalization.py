@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from robustcnn.data import Corruption
+from robustcnn.data import Randomization
 from robustcnn.errors import UsageError
 from robustcnn.experiments.common import DataCache, DataSpec, ModelSpec, fit
 from robustcnn.peaks import EPOCH_MIN_WIDTH, Z_DEFAULT, epoch_wise_peak, peaks_table
@@ -39,7 +39,7 @@ class Variant:
     name: str
     model: ModelSpec | None = None
     label_noise: float | None = None
-    corruption: Corruption | None = None
+    randomization: Randomization | None = None
     train_subset: int | None = None
 
 
@@ -128,7 +128,7 @@ def make_points(cfg: SweepStudyConfig) -> list[dict[str, Any]]:
 
     for v in cfg.variants:
         data = dict(base_data)
-        for key in ("label_noise", "corruption", "train_subset"):
+        for key in ("label_noise", "randomization", "train_subset"):
             if getattr(v, key) is not None:
                 data[key] = to_jsonable(getattr(v, key))
         x = v.label_noise if cfg.study == SweepStudy.MEMORIZATION and v.label_noise is not None else v.name
@@ -291,8 +291,8 @@ def default_config(study: SweepStudy) -> SweepStudyConfig:
     if study == SweepStudy.MEMORIZATION:
         noise = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
         variants = [Variant(f"labels {p:.0%} random", label_noise=p) for p in noise]
-        variants += [Variant("shuffled pixels", corruption=Corruption.SHUFFLED_PIXELS),
-                     Variant("random pixels", corruption=Corruption.RANDOM_PIXELS)]
+        variants += [Variant("shuffled pixels", randomization=Randomization.SHUFFLED_PIXELS),
+                     Variant("random pixels", randomization=Randomization.RANDOM_PIXELS)]
         return SweepStudyConfig(study=study, name="memorization-cpu", data=DataSpec("digits", uniform_noise=True),
                                 description="Zhang et al. 2017 on digits: an MLP of width 512 fits random labels",
                                 model=ModelSpec("mlp", kwargs={"width": 512}, train=long_adam), variants=variants)

@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from robustcnn import invariance as inv
 from robustcnn.corruptions import as_corruption, corrupt, corruption_set
-from robustcnn.data import Corruption, DataBundle, load_dataset
+from robustcnn.data import DataBundle, Randomization, load_dataset
 from robustcnn.errors import UsageError
 from robustcnn.experiments.common import DataSpec, ModelSpec, fit, save_training
 from robustcnn.models import model_input_size
@@ -126,8 +126,8 @@ class InvarianceStudyConfig:
         names = [m.name for m in self.models]
         if not names or len(set(names)) != len(names):
             raise UsageError(f"models need distinct names, got {names}")
-        if self.data.label_noise or Corruption(self.data.corruption) != Corruption.NONE:
-            raise UsageError("the invariance study trains on clean data; leave data.label_noise and data.corruption unset")
+        if self.data.label_noise or Randomization(self.data.randomization) != Randomization.NONE:
+            raise UsageError("the invariance study trains on clean data; leave data.label_noise and data.randomization unset")
         for m in self.models:
             fixed = model_input_size(m.architecture)
             if fixed is not None and self.image_size is not None and fixed != self.image_size:

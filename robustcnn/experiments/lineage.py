@@ -85,7 +85,7 @@ def _data_for(config: LineageStudyConfig, arch: str, device: torch.device, cache
     if size not in cache:
         s = config.data
         cache[size] = load_dataset(s.dataset, root=s.data_root, image_size=size, train_subset=s.train_subset,
-                                   label_noise=s.label_noise, uniform_noise=s.uniform_noise, corruption=s.corruption,
+                                   label_noise=s.label_noise, uniform_noise=s.uniform_noise, randomization=s.randomization,
                                    seed=config.seed, device=device)
     return cache[size]
 
