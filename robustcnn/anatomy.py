@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from robustcnn.errors import UsageError
+from robustcnn.results import atomic_write_bytes, safe_name, write_table
 
 POOLING = (nn.AvgPool2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.LPPool2d)
 
@@ -159,8 +160,47 @@ def anatomy_of_test_image(model: nn.Module, data: Any, index: int, *, epsilon: f
     with torch.no_grad():
         preds = model(torch.cat([x, x_adv])).argmax(1).tolist()
     arrays.update(label=np.array(int(y)), clean_pred=np.array(preds[0]), adv_pred=np.array(preds[1]),
-                  epsilon=np.array(epsilon), class_names=np.array(data.class_names))
+                  epsilon=np.array(epsilon), index=np.array(index), class_names=np.array(data.class_names))
     return arrays, growth
+
+
+def save_npz(path: Path, arrays: dict[str, Any]) -> None:
+    """Arrays for a report to redraw from, written atomically (compressed)."""
+    import io
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def check_anatomy_index(index: int, data: Any) -> None:
+    """A study's anatomy_index against its test set, before any training (-1: no anatomy)."""
+    n = len(data.y_test)
+    if index >= n:
+        raise UsageError(f"anatomy_index {index} is outside the test set ({n} images); choose 0..{n - 1}, or -1 "
+                         "for no anatomy figures")
+
+
+def save_study_anatomy(run_dir: Path, name: str, model: nn.Module, data: Any, *, index: int, epsilon: float,
+                       seed: int) -> pd.DataFrame | None:
+    """For a study (lineage, adversarial): test image `index` and its PGD example through `model`, saved as
+    data/anatomy__<name>.npz (with the model's label, for the report to redraw without torch); returns the growth
+    table with a `model` column, or None for a model with no convolution or pooling layer (the report names it)."""
+    if not shown_layers(model):
+        return None
+    arrays, growth = anatomy_of_test_image(model, data, index, epsilon=epsilon, seed=seed)
+    save_npz(Path(run_dir) / "data" / f"anatomy__{safe_name(name, 'model name')}.npz", arrays | {"model": np.array(name)})
+    return growth.assign(model=name)
+
+
+def write_growth_table(run_dir: Path, growth: list[pd.DataFrame], *, index: int, epsilon: float, steps: int = 40) -> None:
+    """tables/anatomy.csv of a study: every CNN's growth table, model first (nothing when no model had one)."""
+    if not growth:
+        return
+    df = pd.concat(growth, ignore_index=True)
+    write_table(run_dir, "anatomy", df[["model", *[c for c in df.columns if c != "model"]]],
+                title=f"Relative change of each layer's output under PGD-{steps} (L-inf eps {epsilon:g}), test image "
+                      f"{index}")
 
 
 def _model_for(model: str | nn.Module, data: Any, *, weights: str | Path | None, model_args: dict[str, Any],
@@ -197,7 +237,7 @@ def run_anatomy(model: str | nn.Module, *, dataset: str = "digits", weights: str
     from robustcnn.devices import resolve_device
     from robustcnn.models import MODELS, model_input_size
     from robustcnn.report import redraw
-    from robustcnn.results import RunFolder, atomic_write_bytes, check_writable, write_table
+    from robustcnn.results import RunFolder, check_writable
 
     started = time.perf_counter()
     check_budget([epsilon], [AttackConfig("pgd")])  # the L-inf bound too: eps 5 is not a budget in [0, 1]
@@ -221,10 +261,7 @@ def run_anatomy(model: str | nn.Module, *, dataset: str = "digits", weights: str
               "epsilon": epsilon, "steps": steps, "epochs": epochs, "provenance": provenance}
     with RunFolder(out, "anatomy", config=config, seed=seed, device=str(dev), elapsed=time.perf_counter() - started,
                    on_finish=lambda path: redraw(path, kind="anatomy")) as run:
-        import io
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **arrays)
-        atomic_write_bytes(run.path / "data" / "anatomy.npz", buf.getvalue())
+        save_npz(run.path / "data" / "anatomy.npz", arrays)
         write_table(run.path, "anatomy", growth.assign(model=label)[["model", *growth.columns]],
                     title=f"Relative change of each layer's output under PGD (eps {epsilon:g}), test image {index}")
     return run.path

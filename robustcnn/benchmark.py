@@ -10,9 +10,7 @@ Examples are the first n of the test split, in the dataset's order (as RobustBen
 """
 from __future__ import annotations
 
-import hashlib
-import importlib
-import importlib.util
+import dataclasses
 import math
 import time
 import warnings
@@ -27,139 +25,23 @@ import torch.nn as nn
 
 from robustcnn.api import CUSTOM, as_bundle, with_model_classes
 from robustcnn.attacks import AttackConfig, as_attack_config, check_budget, predict
+from robustcnn.benchmark_threats import (
+    LP,
+    check_threat,
+    default_l2_epsilons,
+    lp_threats,
+    natural_rows,
+    natural_threats,
+    update_natural_boards,
+)
 from robustcnn.benchmark_units import benchmark_units, model_identity
 from robustcnn.data import DataBundle
 from robustcnn.devices import resolve_device
 from robustcnn.errors import RobustcnnWarning, UsageError
 from robustcnn.leaderboard import board_path, read_leaderboard, update_leaderboard
-from robustcnn.model_files import first_line, load_weights_into, read_model_file, read_weights
-from robustcnn.models import MODELS, count_parameters, create_model, model_input_size
-
-
-# ------------------------------------------------------------------ loading (the files themselves: model_files.py)
-def load_model(spec: str | nn.Module, *, dataset: DataBundle, weights: str | Path | None = None,
-               model_args: dict[str, Any] | None = None, trust_pickle: bool = False, pretrained: str | None = None,
-               untrained: bool = False) -> nn.Module:
-    """Resolve any supported model form to an nn.Module (weights loaded, not yet checked).
-
-    A zoo name needs weights (a file, or a shipped `pretrained` tag); only `untrained=True` scores its random
-    initialisation, on purpose."""
-    if pretrained is not None:
-        return _pretrained(spec, pretrained, dataset, weights, model_args)
-    if isinstance(spec, nn.Module):
-        model = spec
-    elif spec in MODELS:
-        if weights is None and not untrained:
-            from robustcnn.zoo import shipped
-
-            have = [s for s in shipped() if s.startswith(f"{spec}:")]
-            raise UsageError(f"{spec} is a zoo architecture with random weights: pass --weights FILE"
-                             f"{', --pretrained ' + '|'.join(h.split(':', 1)[1] for h in have) if have else ''} or "
-                             "--untrained (to score the random initialisation on purpose)")
-        model = create_model(spec, dataset=dataset, **(model_args or {}))
-    elif ":" in spec and not Path(spec).exists():
-        model = _from_factory(spec, model_args or {})
-    else:
-        model = _from_file(Path(spec), trust_pickle)
-    if weights is not None:
-        load_weights_into(model, read_weights(Path(weights), trust_pickle), Path(weights))
-    return model
-
-
-def _pretrained(spec: str | nn.Module, tag: str, data: DataBundle, weights: str | Path | None,
-                model_args: dict[str, Any] | None) -> nn.Module:
-    """A shipped zoo model, on the dataset its weights were trained on."""
-    from robustcnn.zoo import dataset_key, find_pretrained
-
-    if weights is not None:
-        raise UsageError("pass --weights or --pretrained, not both")
-    if not isinstance(spec, str) or spec not in MODELS:
-        raise UsageError(f"--pretrained needs a zoo name (see `robustcnn models`), not {spec!r}")
-    entry = find_pretrained(spec, tag)
-    if dataset_key(entry["dataset"]) != dataset_key(data.name):
-        raise UsageError(f"{spec} --pretrained {tag} was trained on {entry['dataset']}, not {data.name}; benchmark it "
-                         f"with --dataset {entry['dataset']}")
-    return create_model(spec, dataset=data, pretrained=tag, **(model_args or {}))
-
-
-def _from_factory(spec: str, model_args: dict[str, Any]) -> nn.Module:
-    target, _, name = spec.rpartition(":")
-    try:
-        if target.endswith(".py"):
-            path = Path(target)
-            if not path.is_file():
-                raise UsageError(f"model file {path} does not exist")
-            module_spec = importlib.util.spec_from_file_location(path.stem, path)
-            module = importlib.util.module_from_spec(module_spec)
-            module_spec.loader.exec_module(module)  # the user's own code runs here, by design
-        else:
-            module = importlib.import_module(target)
-    except UsageError:
-        raise
-    except Exception as err:
-        raise UsageError(f"cannot import {target} ({first_line(err)})") from err
-    factory = getattr(module, name, None)
-    if not callable(factory):
-        raise UsageError(f"{target} has no callable '{name}'")
-    try:
-        model = factory(**model_args)
-    except TypeError as err:
-        raise UsageError(f"{spec}: bad --model-arg ({first_line(err)})") from err
-    except Exception as err:  # the user's factory failed: its own error, in one line
-        raise UsageError(f"{spec} raised {first_line(err)}") from err
-    if not isinstance(model, nn.Module):
-        raise UsageError(f"{spec} returned {type(model).__name__}, not a torch.nn.Module")
-    return model
-
-
-def _from_file(path: Path, trust_pickle: bool) -> nn.Module:
-    if not path.is_file():
-        raise UsageError(f"model '{path}' is neither a registered model, an existing file, nor module:factory "
-                         "(see `robustcnn models`)")
-    return read_model_file(path, trust_pickle)
-
-
-def weights_hash(model: nn.Module) -> str:
-    """sha256 over the state_dict's names and tensor bytes: the leaderboard's identity of a model."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-class Normalized(nn.Module):
-    """Wraps a model that expects normalized inputs: [0,1] pixels in, (x - mean) / std inside."""
-
-    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
-        super().__init__()
-        self.model = model
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model((x - self.mean) / self.std)
-
-
-class LogOf(nn.Module):
-    """Turns probability outputs into log-probabilities, which attacks can use as logits."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.log(self.model(x).clamp_min(1e-12))
-
-
-def to_eval(model: nn.Module) -> nn.Module:
-    """model.eval(), also for torch.export modules, which refuse .eval(): their mode was fixed at export."""
-    try:
-        return model.eval()
-    except NotImplementedError:
-        for m in model.modules():
-            m.training = False
-        return model
+from robustcnn.model_files import first_line
+from robustcnn.model_loading import LogOf, Normalized, load_model, to_eval, weights_hash  # noqa: F401 (re-exported)
+from robustcnn.models import MODELS, count_parameters, model_input_size
 
 
 # ------------------------------------------------------------------ pre-flight
@@ -285,14 +167,16 @@ class Scorecard:
     suite: str | None = None  # a named attack suite, if the attacks came from one (the leaderboard records it)
     off_leaderboard: str | None = None  # why write_benchmark keeps it off the leaderboard (None: it goes on)
     units: dict[str, int] | None = None  # with a store: how many units ran, how many were reused (the manifest's)
+    threat: str = "linf"  # the threat models covered (robustcnn.benchmark_threats)
 
     def to_json(self) -> dict[str, Any]:
         """The stable scorecard.json layout (floats in [0,1])."""
-        records = self.robust[["attack", "threat_model", "epsilon", "robust_accuracy", "ci_low", "ci_high", "n",
-                               "attack_seeds", "mean_over_seeds", "std_over_seeds", "curve"]]
+        records = self.robust[[c for c in ["attack", "threat_model", "epsilon", "level", "level_unit", "robust_accuracy",
+                                           "ci_low", "ci_high", "n", "attack_seeds", "mean_over_seeds",
+                                           "std_over_seeds", "curve"] if c in self.robust.columns]]
         return {"model": self.model, "dataset": self.dataset, "weights_hash": self.weights_hash,
                 "parameters": self.parameters, "n_examples": self.n, "clean_accuracy": self.clean_accuracy,
-                "suite": self.suite, "attack_seeds": self.attack_seeds, "robust_statistic": STATISTIC,
+                "suite": self.suite, "threat": self.threat, "attack_seeds": self.attack_seeds, "robust_statistic": STATISTIC,
                 "robust_accuracy": records.to_dict("records"), "lint": self.lint.to_dict("records"),
                 "preflight": self.preflight.to_dict("records"), "off_leaderboard": self.off_leaderboard,
                 "throughput": self.throughput, "wall_seconds": self.wall_seconds}
@@ -320,7 +204,7 @@ def benchmark(model: str | nn.Module, *, dataset: Any = "mnist", weights: str | 
               data_root: str | Path | None = None, image_size: int | None = None, device: str = "auto",
               lint: bool = True, name: str | None = None, pretrained: str | None = None,
               untrained: bool = False, suite: str = "standard", seed: int = 0, batch_size: int = 500,
-              store: str | Path | None = None) -> Scorecard:
+              store: str | Path | None = None, threat: str = "linf") -> Scorecard:
     """Load, pre-flight check and attack a model; returns its scorecard (DataFrames inside).
 
     dataset: a name, a DataBundle, an (x, y) pair of tensors in [0,1] or a torch DataLoader; the examples are
@@ -335,29 +219,36 @@ def benchmark(model: str | nn.Module, *, dataset: Any = "mnist", weights: str | 
     name: the model's name on the scorecard and leaderboard (default: the model argument).
     seed / batch_size: the attacks use seeds seed .. seed + attack_seeds - 1; examples per attack batch.
     store: a folder (the CLI's `<out>/.sweep-store/benchmark`) where each attack x seed and the lint is stored as
-        a unit (robustcnn.benchmark_units), so a benchmark killed midway resumes with the same numbers."""
+        a unit (robustcnn.benchmark_units), so a benchmark killed midway resumes with the same numbers.
+    threat: linf (default), l2, corruptions, transforms or all (robustcnn.benchmark_threats). `epsilons` are the
+        L-inf budgets (L2's with threat="l2"; under "all" L2 uses default_l2_epsilons); given `attacks` are one grid
+        in their own norms (with "all", the corruptions and transforms run beside them)."""
     from robustcnn import progress
     from robustcnn.evaluation import evaluate_model
     from robustcnn.suites import resolve_suite
 
     check_run_settings(name, seed, batch_size)
-
+    lp, natural = lp_threats(check_threat(threat)), natural_threats(threat)
     if attacks is None:
-        attacks, suite_name = resolve_suite(suite, "linf"), suite
+        resolve_suite(suite)  # an unknown suite: one line, before any work
+        suite_name = suite if lp else "+".join(natural)
     else:
         attacks = [as_attack_config(a) for a in attacks]
         suite_name = "+".join(a.name for a in attacks)
         if not attacks:
             raise UsageError("attacks is empty; name at least one attack, or pass attacks=None for the suite")
+        if not lp:
+            raise UsageError(f"attacks are L-p attacks, and threat '{threat}' has none; drop them, or use threat "
+                             "linf, l2 or all")
 
     t0 = time.perf_counter()
     dev = resolve_device(device)
     if isinstance(model, str) and model in MODELS and image_size is None:
         image_size = model_input_size(model)
     data = as_bundle(dataset, root=data_root, image_size=image_size, device=dev)
-    if epsilons is None:
-        epsilons = [0.0, 2 / 255, 4 / 255, 8 / 255] if data.channels == 3 else [0.0, 0.1, 0.2, 0.3]
-    check_budget(epsilons, [as_attack_config(a) for a in attacks], tuple(data.x_test.shape[1:]))  # before any work
+    grids = lp_grids(lp, threat, attacks, suite, epsilons, data.channels)
+    for grid_attacks, grid_eps in grids:
+        check_budget(grid_eps, grid_attacks, tuple(data.x_test.shape[1:]))  # before any work
     if (mean is None) != (std is None):
         raise UsageError("pass both --mean and --std, or neither")
     net = load_model(model, dataset=data, weights=weights, model_args=model_args, trust_pickle=trust_pickle,
@@ -383,22 +274,49 @@ def benchmark(model: str | nn.Module, *, dataset: Any = "mnist", weights: str | 
     seeds = list(range(seed, seed + max(1, attack_seeds)))
     hashed = weights_hash(net)
     units = benchmark_units(store, model_identity(model, net, hashed, model_args), dev)
-    runs = [evaluate_model(net, data, name=label, attacks=list(attacks), epsilons=list(epsilons), n_examples=n,
-                           lint=lint and s == seed, seed=s, batch_size=min(n, batch_size), clean_splits=(),
-                           strong_lint=suite_name in ("standard", "full"), units=units)
-            for s in progress.track(seeds, f"benchmark {label}", describe=lambda s: f"attack seed {s} done")]
-    first = runs[0]
-    robust = robust_over_seeds([r.samples for r in runs])
-    robust["curve"] = first.robust["curve"].iloc[0]  # one evaluation mode per benchmark (cumulative or per-epsilon)
-    cost = first.cost.drop(columns="model")
+    runs = [[evaluate_model(net, data, name=label, attacks=grid_attacks, epsilons=grid_eps, n_examples=n,
+                            lint=lint and s == seed and g == 0, seed=s, batch_size=min(n, batch_size), clean_splits=(),
+                            strong_lint=suite_name in ("standard", "full"), units=units)
+             for g, (grid_attacks, grid_eps) in enumerate(grids)]  # the lint runs on the first grid (L-inf if any)
+            for s in progress.track(seeds if grids else [], f"benchmark {label}", describe=lambda s: f"attack seed {s} done")]
     throughput = {"clean_images_per_second": n / max(clean_seconds, 1e-9)}
-    for row in cost.itertuples():
-        throughput[f"{row.attack}_images_per_second"] = n * len(epsilons) / max(row.seconds, 1e-9)
-    samples = pd.concat([r.samples.assign(seed=s) for s, r in zip(seeds, runs)], ignore_index=True)
+    robust, lint_table, cost, samples = pd.DataFrame(), pd.DataFrame(columns=["check", "status", "detail"]), \
+        pd.DataFrame(columns=["attack", "seconds"]), pd.DataFrame()
+    if runs:
+        robust = robust_over_seeds([pd.concat([r.samples for r in per_seed], ignore_index=True) for per_seed in runs])
+        robust["curve"] = runs[0][0].robust["curve"].iloc[0]  # one evaluation mode per benchmark
+        lint_table = runs[0][0].lint.drop(columns="model")
+        cost = pd.concat([r.cost for r in runs[0]], ignore_index=True).drop(columns="model")
+        n_eps = {a.name: len(es) for grid_attacks, es in grids for a in grid_attacks}
+        for row in cost.itertuples():
+            throughput[f"{row.attack}_images_per_second"] = n * n_eps[row.attack] / max(row.seconds, 1e-9)
+        samples = pd.concat([r.samples.assign(seed=s) for s, per in zip(seeds, runs) for r in per], ignore_index=True)
+    if natural:
+        rows = natural_rows(net, data.x_test[:n], data.y_test[:n], natural, seed=seed, batch_size=min(n, batch_size),
+                            units=units)
+        robust = pd.concat([robust, rows], ignore_index=True) if len(robust) else rows
     return Scorecard(label, data.name, hashed, count_parameters(net, trainable_only=False), n, correct / n,
-                     robust, first.lint.drop(columns="model"), pd.DataFrame([c.__dict__ for c in checks]), cost,
-                     throughput, time.perf_counter() - t0, samples, attack_seeds=len(runs), suite=suite_name,
-                     off_leaderboard=_off_leaderboard(data, checks), units=dict(units.counts) if units else None)
+                     robust, lint_table, pd.DataFrame([c.__dict__ for c in checks]), cost,
+                     throughput, time.perf_counter() - t0, samples, attack_seeds=len(seeds) if runs else 1,
+                     suite=suite_name, off_leaderboard=_off_leaderboard(data, checks),
+                     units=dict(units.counts) if units else None, threat=threat)
+
+
+def lp_grids(lp: Sequence[str], threat: str, attacks: Sequence[AttackConfig] | None, suite: str,
+             epsilons: Sequence[float] | None, channels: int) -> list[tuple[list[AttackConfig], list[float]]]:
+    """(attacks, epsilons) per L-p evaluation: given attacks are one grid; else the suite's attacks per norm, with
+    `epsilons` for L-inf (or for L2 when threat is l2) and the defaults otherwise."""
+    linf_default = [0.0, 2 / 255, 4 / 255, 8 / 255] if channels == 3 else [0.0, 0.1, 0.2, 0.3]
+    if attacks is not None:
+        return [(list(attacks), list(epsilons) if epsilons is not None else linf_default)]
+    from robustcnn.suites import resolve_suite
+
+    grids = []
+    for t in lp:
+        default = linf_default if t == "linf" else default_l2_epsilons(channels)
+        mine = epsilons is not None and (t == "linf" or threat == "l2")
+        grids.append((resolve_suite(suite, t), list(epsilons) if mine else default))
+    return grids
 
 
 def check_run_settings(name: str | None, seed: int, batch_size: int) -> None:
@@ -433,16 +351,23 @@ def write_benchmark(card: Scorecard, out: str | Path = "results", *, config: dic
     from robustcnn.zoo import reference_curves
 
     board = board_path(out, card.dataset)
+    lp_card = dataclasses.replace(card, robust=card.robust[card.robust["threat_model"].isin(LP)])
     if card.off_leaderboard is None:
         read_leaderboard(board)  # a corrupt board stops here, before any write
+        for threat in card.robust["threat_model"].unique():
+            if threat not in LP:
+                read_leaderboard(board_path(out, f"{card.dataset}-{threat}"))
     references = reference_curves(card.dataset, exclude_hash=card.weights_hash)  # shipped references only
-    with RunFolder(out, "benchmark", config=config or {}, seed=0, device=device, elapsed=card.wall_seconds,
+    config = {"threat": card.threat, "suite": card.suite, **(config or {})}  # an API call's manifest says them too
+    with RunFolder(out, "benchmark", config=config, seed=0, device=device, elapsed=card.wall_seconds,
                    on_finish=lambda path: redraw(path, kind="benchmark")) as run:
         write_json(run.path / "scorecard.json", card.to_json())
         if card.units is not None:
             run.extra["units"] = card.units  # how many attack x seed units (and the lint) came from the store
-        write_json(run.path / "robustbench.json", robustbench_card(card.model, card.dataset, card.suite, card.n,
-                                                                   card.clean_accuracy, card.robust, card.weights_hash))
+        if len(lp_card.robust):  # RobustBench's entries are L-p
+            write_json(run.path / "robustbench.json", robustbench_card(card.model, card.dataset, card.suite, card.n,
+                                                                       card.clean_accuracy, lp_card.robust,
+                                                                       card.weights_hash))
         write_table(run.path, "robust_accuracy", card.robust.assign(model=card.model, suite=card.suite),
                     title="Robust accuracy")
         write_table(run.path, "lint", card.lint.assign(suite=card.suite)[["suite", *card.lint.columns]],
@@ -452,7 +377,9 @@ def write_benchmark(card: Scorecard, out: str | Path = "results", *, config: dic
         write_table(run.path, "reference_curves", references, title="Reference curves (shipped pretrained models)")
         write_table(run.path, "robust_samples", card.samples, markdown=False)
     if card.off_leaderboard is None:
-        update_leaderboard(board, card, run.final_path)
+        if len(lp_card.robust):
+            update_leaderboard(board, lp_card, run.final_path)
+        update_natural_boards(out, card, run.final_path)
     else:
         warnings.warn(RobustcnnWarning(f"{card.model} is not on the leaderboard ({card.off_leaderboard}); its "
                                        f"scorecard is in {run.final_path}"), stacklevel=2)

@@ -392,8 +392,10 @@ def benchmark(
     suite: str = typer.Option("standard", "--suite", help="Attack suite: quick (FGSM + PGD-40), standard "
                               "(AutoAttack, as RobustBench), full (standard + PGD + DeepFool)."),
     attacks: str = typer.Option(None, "--attacks", help="Comma-separated attack names (overrides --suite)."),
+    threat: str = typer.Option("linf", "--threat", help="linf, l2, corruptions (MNIST-C / CIFAR-10-C, 5 severities), "
+                               "transforms (shifts, rotations, elastic, noise, blur) or all of them."),
     eps: str = typer.Option(None, "--eps", show_default="0,0.1,0.2,0.3; colour images 0,2/255,4/255,8/255",
-                            help="Comma-separated epsilons, e.g. 0.1 or 8/255."),
+                            help="Comma-separated epsilons, e.g. 0.1 or 8/255 (L-inf; L2's with --threat l2)."),
     n_examples: int = typer.Option(1000, "--n-examples", min=1, help="The first N test examples, in order."),
     attack_seeds: int = typer.Option(1, "--attack-seeds", min=1, help="Repeat random attacks over seeds."),
     seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="First attack seed (seeds seed .. seed + "
@@ -410,9 +412,11 @@ def benchmark(
     _setup(threads, quiet)
     kwargs = _model_args(model_arg)
     from robustcnn.benchmark import check_run_settings
+    from robustcnn.benchmark_threats import check_threat
     from robustcnn.suites import resolve_suite
 
-    resolve_suite(suite)  # an unknown suite: one line, before any work
+    resolve_suite(suite)  # an unknown suite or threat: one line, before any work
+    check_threat(threat)
     check_run_settings(name, seed, batch_size)
     names = None if attacks is None else [a.strip() for a in attacks.split(",") if a.strip()]
     if names is not None and not names:
@@ -420,6 +424,7 @@ def benchmark(
     _writable(out)  # before any attack: a bad --out must not cost the whole benchmark
     from robustcnn.benchmark import benchmark as run_benchmark
     from robustcnn.benchmark import write_benchmark
+    from robustcnn.benchmark_threats import headline
     from robustcnn.train import resolve_device
 
     config = {"model": model, "dataset": dataset, "weights": str(weights) if weights else None,
@@ -428,20 +433,16 @@ def benchmark(
               "eps": _floats(eps, "--eps"), "n_examples": n_examples,
               "attack_seeds": attack_seeds, "mean": _floats(mean, "--mean"), "std": _floats(std, "--std"),
               "trust_pickle": trust_pickle, "image_size": image_size, "name": name, "seed": seed,
-              "batch_size": batch_size}
+              "batch_size": batch_size, "threat": threat}
     dev = str(resolve_device(device or "auto"))
     card = run_benchmark(model, dataset=dataset, weights=weights, model_args=kwargs, attacks=names,
                          epsilons=config["eps"], n_examples=n_examples, attack_seeds=attack_seeds, mean=config["mean"],
                          std=config["std"], trust_pickle=trust_pickle, data_root=data_root, image_size=image_size,
                          device=dev, pretrained=pretrained, untrained=untrained, suite=suite, name=name, seed=seed,
-                         batch_size=batch_size, store=out / ".sweep-store" / "benchmark")  # resumable (benchmark_units)
+                         batch_size=batch_size, store=out / ".sweep-store" / "benchmark",  # resumable (benchmark_units)
+                         threat=threat)
     path = write_benchmark(card, out, config=config, device=dev)
-    worst = card.robust[card.robust["attack"] == "worst_case"]
-    if worst.empty:  # one attack (e.g. the standard suite's autoattack): it is the worst case
-        worst = card.robust[card.robust["attack"] == card.robust["attack"].iloc[0]]
-    curve = ", ".join(f"{e:g}: {a:.3f}" for e, a in zip(worst["epsilon"], worst["robust_accuracy"]))
-    typer.echo(f"{card.model} on {card.dataset}: clean {card.clean_accuracy:.4f}; worst case {curve} "
-               f"(suite {card.suite})")
+    typer.echo(f"{card.model} on {card.dataset}: clean {card.clean_accuracy:.4f}; {headline(card)} (suite {card.suite})")
     typer.echo(f"wrote {path}\nreport: {path / 'report.md'}")
 
 

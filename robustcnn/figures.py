@@ -281,9 +281,21 @@ def plot_adversarial_training(histories: dict[str, pd.DataFrame], colors: dict[s
 
 def plot_scorecard(robust: pd.DataFrame, references: pd.DataFrame, model: str, curve: str = "cumulative",
                    suite: str | None = None) -> Figure:
-    """The model's robust accuracy vs epsilon with 95 % intervals (the worst case black, thick, on top) beside the
-    shipped reference models' worst case (dotted, a colour per reference)."""
-    fig, ax = subplots(figsize=(7.5, 4.8))
+    """The model's robust accuracy vs epsilon with 95 % intervals (the worst case black, thick, on top), a panel
+    per threat model, beside the shipped reference models' worst case (dotted, a colour per reference; L-inf)."""
+    threats = list(dict.fromkeys(robust["threat_model"])) if "threat_model" in robust and len(robust) else ["linf"]
+    fig, axes = subplots(1, len(threats), figsize=(7.5 * len(threats), 4.8), squeeze=False)
+    for ax, threat in zip(axes[0], threats):
+        part = robust[robust["threat_model"] == threat] if "threat_model" in robust else robust
+        _scorecard_panel(ax, part, references if threat == "linf" else references.iloc[:0], model, curve, suite,
+                         threat)
+    if len(threats) > 1:
+        fig.tight_layout()
+    return fig
+
+
+def _scorecard_panel(ax: Axes, robust: pd.DataFrame, references: pd.DataFrame, model: str, curve: str,
+                     suite: str | None, threat: str) -> None:
     attack_colors = model_colors([a for a in robust["attack"] if not is_worst(a)])
     epsilons = sorted(set(robust["epsilon"]))
     # One epsilon: lines have no length and the points sit on top of each other, so set the attacks side by side.
@@ -307,12 +319,12 @@ def plot_scorecard(robust: pd.DataFrame, references: pd.DataFrame, model: str, c
     for (source, ref), g in references.groupby(["source", "model"], sort=False):
         ax.plot(g["epsilon"], g["robust_accuracy"], ls=":", lw=1.4, marker=".", color=ref_colors[ref],
                 label=f"reference {ref} ({source})")
-    threat = threat_label(robust["threat_model"].iloc[0]) if "threat_model" in robust and len(robust) else "L-inf"
+    label = threat_label(threat)
     spread = f"; attacks side by side, all at eps {epsilons[0]:g}" if dodge else ""
-    ax.set(xlabel=f"epsilon ({threat}, fraction of pixel range{spread})", ylabel="robust accuracy",
-           ylim=(-0.02, 1.02), title=f"robust accuracy vs epsilon ({threat}, {curve} curve)\ntest, first "
+    unit = "fraction of pixel range" if threat == "linf" else "norm, [0,1] pixel units"
+    ax.set(xlabel=f"epsilon ({label}, {unit}{spread})", ylabel="robust accuracy",
+           ylim=(-0.02, 1.02), title=f"robust accuracy vs epsilon ({label}, {curve} curve)\ntest, first "
                  f"{_title_n(robust['n']) if 'n' in robust else 'n unknown'}{_suite_words(suite)}; "
                  "bars: 95 % Wilson interval")
     ax.grid(alpha=0.3)
     legend(ax)
-    return fig

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -165,24 +166,37 @@ def sort_board(board: pd.DataFrame) -> pd.DataFrame:
     return board.sort_values(cols, ascending=False, na_position="last", kind="stable")[layout].reset_index(drop=True)
 
 
-def update_leaderboard_row(path: Path, row: dict[str, Any]) -> tuple[pd.DataFrame, str]:
-    """Merge one row into the board at `path` under its lock; returns (board, outcome) (see merge_row)."""
+def locked_board_update(path: Path, merge: Callable[[pd.DataFrame], pd.DataFrame | None]) -> pd.DataFrame | None:
+    """Read the board at `path` under its lock, let `merge` return the new board (None: leave the file as it is)
+    and replace the CSV and its Markdown twin atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with FileLock(str(path.parent / f".{path.name}.lock"), timeout=LOCK_TIMEOUT_S):
-            board, outcome = merge_row(read_leaderboard(path), row)
-            if outcome != "kept stronger":
+            board = merge(read_leaderboard(path))
+            if board is not None:
                 atomic_write_text(path, board.to_csv(index=False))
                 atomic_write_text(path.with_suffix(".md"), markdown_table(board) + "\n")  # for reading
     except Timeout as err:
         raise UsageError(f"leaderboard {path} stayed locked by another process for {LOCK_TIMEOUT_S:g} s; "
                          "retry when the other benchmark has finished") from err
-    if outcome == "kept stronger":
+    return board
+
+
+def update_leaderboard_row(path: Path, row: dict[str, Any]) -> tuple[pd.DataFrame, str]:
+    """Merge one row into the board at `path` under its lock; returns (board, outcome) (see merge_row)."""
+    result: dict[str, Any] = {}
+
+    def merge(board: pd.DataFrame) -> pd.DataFrame | None:
+        result["board"], result["outcome"] = merge_row(board, row)
+        return None if result["outcome"] == "kept stronger" else result["board"]
+
+    locked_board_update(path, merge)
+    if result["outcome"] == "kept stronger":
         warnings.warn(f"leaderboard {path}: a stronger evaluation of weights {row['weights_hash']} on the same "
                       f"epsilons is already recorded; this run ({row['attacks']}, n={row['n']}) stays in "
                       f"{row['run_dir']} only", stacklevel=2)
-    return board, outcome
+    return result["board"], result["outcome"]
 
 
 def update_leaderboard(path: Path, card: Any, run_dir: Path | str) -> pd.DataFrame:

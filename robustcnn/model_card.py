@@ -34,6 +34,8 @@ def robustbench_card(model: str, dataset: str, suite: str | None, n: int, clean_
 
     robust: the scorecard's table (attack, threat_model, epsilon, robust_accuracy, ...). autoattack_acc is the
     `autoattack` (or `autoattack-l2`) row's; without one it stays empty and the footnote says which suite ran."""
+    threats = list(robust["threat_model"].unique())  # one card per entry: L-inf when the scorecard has it
+    robust = robust[robust["threat_model"] == ("linf" if "linf" in threats else threats[0])]
     aa = robust[robust["attack"].isin(["autoattack", "autoattack-l2"])]
     rows = aa if len(aa) else robust
     eps = float(rows["epsilon"].max())

@@ -263,7 +263,8 @@ def report_adversarial(run_dir: Path) -> str:
     lines += ["Lint summary: " + "; ".join(f"**{m}**: {v}" for m, v in verdicts.items()), ""]
     lines += table_section(run_dir, "lint", "Evaluation lint (Carlini et al. 2019)", lint)
     lines += table_section(run_dir, "attack_cost", "Attack cost (passes counted in examples; n = examples attacked)")
-    return "\n".join(lines + figure_lines(figs))
+    models = list(dict.fromkeys(str(m) for m in clean["model"]))
+    return "\n".join(lines + figure_lines(figs) + report_lineage.anatomy_lines(run_dir, models, colors))
 
 
 def _robust_eval_n(run_dir: Path, histories: dict[str, pd.DataFrame]) -> dict[str, int]:
@@ -285,9 +286,14 @@ def _robust_eval_n(run_dir: Path, histories: dict[str, pd.DataFrame]) -> dict[st
 def report_benchmark(run_dir: Path) -> str:
     card = json.loads((run_dir / "scorecard.json").read_text())
     robust, references = read_table(run_dir, "robust_accuracy"), read_table(run_dir, "reference_curves")
-    curve = curve_kind(robust)
+    from robustcnn.report_invariance import benchmark_natural_section
+
+    natural = robust[robust["threat_model"].isin(["corruptions", "transforms"])]
+    robust = robust[~robust.index.isin(natural.index)]  # the L-p rows: the scorecard figure and table
+    curve = curve_kind(robust) if len(robust) else "per-level"
     fig = save_figure(plot_scorecard(robust, references, card["model"], curve,
-                                     suite=card.get("suite") or suite_of(robust)), run_dir, "robust_accuracy")
+                                     suite=card.get("suite") or suite_of(robust)), run_dir, "robust_accuracy") \
+        if len(robust) else None
     n = card["n_examples"]
     lines = header(run_dir, f"Robustness scorecard: {card['model']} on {card['dataset']}")
     lines += setup_section(run_dir, [f"**n**: clean and robust accuracy on the same first n={n} test examples, in "
@@ -296,7 +302,11 @@ def report_benchmark(run_dir: Path) -> str:
     lines += ["## Result", "",
               f"Clean accuracy **{pct(card['clean_accuracy'])}** on the first {n} test examples; "
               f"{card['parameters']:,} parameters; weights hash `{card['weights_hash']}`; throughput (images): "
-              f"{thr}; {card['wall_seconds']:.0f} s in all.", "", f"![robust accuracy]({fig})", ""]
+              f"{thr}; {card['wall_seconds']:.0f} s in all.", ""]
+    lines += benchmark_natural_section(run_dir, natural, card["model"], card["clean_accuracy"])
+    if fig is None:  # no L-p threat model: no attacks, no lint
+        return "\n".join(lines + table_section(run_dir, "preflight", "Pre-flight checks"))
+    lines += ["## Adversarial (L-p) robustness", "", f"![robust accuracy]({fig})", ""]
     if references.empty:  # say why the figure has no dotted reference curves
         lines += [f"No reference curves (tables/reference_curves.csv is empty): robustcnn ships no pretrained "
                   f"reference with a measured robustness curve for {card['dataset']}, other than this very model "
@@ -306,7 +316,7 @@ def report_benchmark(run_dir: Path) -> str:
     statistic = (f"per example, robust only if every one of {seeds} attack seeds fails; " if seeds > 1 else "")
     lines += table_section(run_dir, "robust_accuracy", f"Robust accuracy ({statistic}95 % Wilson intervals over the "
                            f"{n} examples; {CURVE_WORDS.get(curve, curve)}; worst_case: robust under every attack)",
-                           robust.drop(columns=["model"], errors="ignore"))
+                           robust.drop(columns=["model", "level", "level_unit"], errors="ignore"))
     lines += table_section(run_dir, "preflight", "Pre-flight checks")
     lines += table_section(run_dir, "lint", "Evaluation lint (Carlini et al. 2019)")
     lines += table_section(run_dir, "attack_cost", "Attack cost")

@@ -9,43 +9,82 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from robustcnn.formatting import pct
 from robustcnn.plotstyle import color_of, legend, model_colors, save_figure, subplots
 from robustcnn.report import figure_lines, header, read_table, reporter, run_colors, table_section
 from robustcnn.report_setup import setup_section
+from robustcnn.results import markdown_table
 
 
-def plot_transform_curves(acc: pd.DataFrame, cons: pd.DataFrame, colors: dict[str, str] | None = None) -> Figure:
+def plot_transform_curves(acc: pd.DataFrame, cons: pd.DataFrame | None, colors: dict[str, str] | None = None) -> Figure:
     """Row 1: accuracy vs magnitude, one panel per transformation, a line per model (solid: random draw,
-    dashed: worst case), with the 95 % Wilson band of the random draw. Row 2: consistency under two random draws."""
+    dashed: worst case), with the 95 % Wilson band of the random draw. Row 2: consistency under two random draws
+    (no row 2 when `cons` is None: not measured)."""
     from robustcnn.plotstyle import accuracy_band
 
     transforms = list(dict.fromkeys(acc["transform"]))
     colors = model_colors(acc["model"]) if colors is None else colors
-    fig, axes = subplots(2, len(transforms), figsize=(3.6 * len(transforms), 6.6), squeeze=False)
+    rows = 1 if cons is None else 2
+    fig, axes = subplots(rows, len(transforms), figsize=(3.6 * len(transforms), 3.3 * rows + 0.3), squeeze=False)
     for col, t in enumerate(transforms):
-        ax, ax2 = axes[0, col], axes[1, col]
+        ax = axes[0, col]
         for (model, mode), g in acc[acc["transform"] == t].groupby(["model", "mode"], sort=False):
             ax.plot(g["magnitude"], g["accuracy"], marker="o" if mode == "random" else "^", ms=3,
                     color=color_of(colors, model), ls="-" if mode == "random" else "--", label=f"{model} ({mode})")
             if mode == "random" and "n" in g:
                 accuracy_band(ax, g["magnitude"], g["accuracy"], g["n"], color_of(colors, model))
-        part = cons[cons["transform"] == t] if len(cons) else cons
-        for model, g in part.groupby("model", sort=False) if len(part) else []:
-            ax2.plot(g["magnitude"], g["consistency"], marker="o", ms=3, color=color_of(colors, model), label=model)
         unit = acc.loc[acc["transform"] == t, "unit"].iloc[0]
-        ax.set(title=t, ylim=(-0.02, 1.02), ylabel="accuracy" if col == 0 else None)
-        ax2.set(xlabel=unit, ylim=(-0.02, 1.02), ylabel="consistency" if col == 0 else None)
-        if not len(part):
-            ax2.text(0.5, 0.5, "deterministic:\nconsistency 1 by definition", ha="center", va="center",
-                     transform=ax2.transAxes, fontsize=8)
-        for a in (ax, ax2):
-            a.grid(alpha=0.3)
+        ax.set(title=t, ylim=(-0.02, 1.02), ylabel="accuracy" if col == 0 else None, xlabel=unit if rows == 1 else None)
+        ax.grid(alpha=0.3)
+        if cons is not None:
+            _consistency_panel(axes[1, col], cons, t, unit, colors, col == 0)
     legend(axes[0, 0], fontsize=6)
     n = "/".join(str(int(v)) for v in sorted(set(acc["n"]))) if "n" in acc else "?"
     fig.suptitle(f"accuracy vs magnitude (solid: one random draw per image, band: its 95 % Wilson interval; dashed: "
-                 f"worst case) and consistency; test, first n={n}")
+                 f"worst case){'' if cons is None else ' and consistency'}; test, first n={n}")
     fig.tight_layout()
     return fig
+
+
+def _consistency_panel(ax: Axes, cons: pd.DataFrame, t: str, unit: str, colors: dict[str, str], first: bool) -> None:
+    part = cons[cons["transform"] == t] if len(cons) else cons
+    for model, g in part.groupby("model", sort=False) if len(part) else []:
+        ax.plot(g["magnitude"], g["consistency"], marker="o", ms=3, color=color_of(colors, model), label=model)
+    ax.set(xlabel=unit, ylim=(-0.02, 1.02), ylabel="consistency" if first else None)
+    ax.grid(alpha=0.3)
+    if not len(part):
+        ax.text(0.5, 0.5, "deterministic:\nconsistency 1 by definition", ha="center", va="center",
+                transform=ax.transAxes, fontsize=8)
+
+
+def benchmark_natural_section(run_dir: Path, robust: pd.DataFrame, model: str, clean_accuracy: float) -> list[str]:
+    """The benchmark report's corruption and transform results (`--threat corruptions|transforms|all`): the
+    study's figures drawn from the scorecard's rows, and one table each."""
+    lines: list[str] = []
+    corr = robust[(robust["threat_model"] == "corruptions") & (robust["attack"] != "mean_corruption")]
+    if len(corr):
+        acc = pd.DataFrame({"model": model, "corruption": corr["attack"], "severity": corr["level"].astype(int),
+                            "accuracy": corr["robust_accuracy"]})
+        clean = pd.DataFrame({"model": [model], "accuracy": [clean_accuracy]})
+        fig = save_figure(plot_corruption_heatmap(acc, clean), run_dir, "corruption_accuracy")
+        mean = robust[robust["attack"] == "mean_corruption"].iloc[0]
+        lines += ["## Common corruptions", "", f"Accuracy, {mean['level_unit']}: **{pct(mean['robust_accuracy'])}** "
+                  f"(95 % CI {pct(mean['ci_low'])}-{pct(mean['ci_high'])}, n={int(mean['n'])}); clean "
+                  f"{pct(clean_accuracy)}. Each corruption is generated on the fly from the same test images "
+                  "(robustcnn.corruptions; seeded).", "", f"![corruption accuracy]({fig})", ""]
+        wide = acc.pivot_table(index="corruption", columns="severity", values="accuracy", sort=False)
+        lines += [markdown_table(wide.map(pct).reset_index()), ""]
+    trans = robust[robust["threat_model"] == "transforms"]
+    if len(trans):
+        acc = pd.DataFrame({"model": model, "transform": trans["attack"].str.split("/").str[0],
+                            "mode": ["worst" if a.endswith("/worst") else "random" for a in trans["attack"]],
+                            "magnitude": trans["level"], "accuracy": trans["robust_accuracy"], "n": trans["n"],
+                            "unit": trans["level_unit"].str.split(";").str[0]})
+        fig = save_figure(plot_transform_curves(acc, None), run_dir, "transform_accuracy")
+        lines += ["## Transformations", "", "Accuracy under each transformation (random: one seeded draw per image "
+                  "at that magnitude; worst: the worst case over the grid up to it).", "",
+                  f"![transform accuracy]({fig})", ""]
+    return lines
 
 
 def plot_shift_grid(grid: pd.DataFrame) -> Figure:

@@ -1,6 +1,6 @@
 """Figures and report.md of `study lineage` and `robustcnn anatomy` runs, from the run folder's tables and
 data/anatomy*.npz only (no torch). Registered under the kinds "lineage" and "anatomy" when robustcnn.report
-is imported.
+is imported. `anatomy_lines` draws a study's anatomy (lineage, adversarial).
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from robustcnn.report import (
     curve_kind,
     figure_lines,
     header,
+    read_manifest,
     read_table,
     reporter,
     run_colors,
@@ -26,6 +27,7 @@ from robustcnn.report import (
 from robustcnn.report_setup import setup_section
 
 MAX_COLUMNS = 8  # feature maps shown per layer
+SHIFT_LABEL = "random shift ≤2 px (%)"  # tables/lineage.csv's shift2_accuracy in Markdown
 
 
 def mosaic(maps: np.ndarray, cols: int, gap: int = 1) -> np.ndarray:
@@ -121,7 +123,7 @@ def anatomy_section(run_dir: Path, npz_path: Path, model: str) -> list[str]:
     label, clean, adv = (names[int(npz[k])] for k in ("label", "clean_pred", "adv_pred"))
     title = (f"{model}: test image with label {label}, predicted {clean}; PGD eps {float(npz['epsilon']):g} "
              f"-> predicted {adv}")
-    stem = npz_path.stem.replace("anatomy", "").strip("_")
+    stem = npz_path.stem.removeprefix("anatomy").lstrip("_")
     suffix = f"_{stem}" if stem else ""
     lines = [f"## Anatomy: {model}", "", title, ""]
     if "kernels" in npz:
@@ -156,9 +158,13 @@ def report_lineage(run_dir: Path) -> str:
     lines += setup_section(run_dir, [f"**n**: clean accuracy on the whole test split; robust accuracy on the first "
                                      f"n={n} test images, so its eps=0 column can differ from the clean accuracy"],
                            suite_of(robust))
+    shift = (f"; {SHIFT_LABEL}: accuracy under one random integer shift per image, dx and dy each within +-2 px, "
+             f"black fill (the invariance study's 'shift' claim, same draw), on the same first n={n}"
+             if "shift2_accuracy" in table else "")
+    table = table.rename(columns={"shift2_accuracy": SHIFT_LABEL})
     lines += table_section(run_dir, "lineage", "Side by side (clean accuracy: whole test split; <attack>_eps<e>: "
-                           f"robust accuracy on the first n={n})", table,
-                           percent=[c for c in table.columns if "_eps" in str(c)])
+                           f"robust accuracy on the first n={n}{shift})", table,
+                           percent=[c for c in table.columns if "_eps" in str(c)] + [SHIFT_LABEL])
     wide, eps_cols = wide_robust(robust)
     lines += table_section(run_dir, "robust_accuracy", f"Robust accuracy, % (test, first n={n} images; the eps=0 "
                            "column is accuracy on those n, not the whole split)", wide, percent=eps_cols)
@@ -168,10 +174,40 @@ def report_lineage(run_dir: Path) -> str:
     if (run_dir / "tables" / "lint.csv").exists():
         lines += table_section(run_dir, "lint", "Evaluation lint")
     lines += figure_lines(figs)
+    return "\n".join(lines + anatomy_lines(run_dir, [str(m) for m in table["model"]], colors))
+
+
+def _npz_model(path: Path) -> str:
+    """The model an anatomy__<name>.npz shows (runs before the label was stored: the file name's)."""
+    with np.load(path) as f:
+        return str(f["model"]) if "model" in f.files else path.stem.split("__", 1)[1]
+
+
+def _anatomy_setting(found: dict[str, Path], config: dict) -> str:
+    """'test image 3, PGD-40 L-inf eps 0.15; ' from the saved arrays (older ones lack the index: the config's)."""
+    if not found:
+        return ""
+    with np.load(next(iter(found.values()))) as f:
+        index = int(f["index"]) if "index" in f.files else config.get("anatomy_index")
+        return (f"test image {index}, " if index is not None else "") + f"PGD-40 L-inf eps {float(f['epsilon']):g}; "
+
+
+def anatomy_lines(run_dir: Path, models: list[str], colors: dict[str, str]) -> list[str]:
+    """A study's anatomy: the growth table and figure, then kernels and feature maps per model in `models`' order.
+    A model of the run without its data/anatomy__<name>.npz, when the config asked for anatomy, has no
+    convolution or pooling layer: one line names it."""
+    found = {_npz_model(p): p for p in sorted((run_dir / "data").glob("anatomy__*.npz"))}
+    config = (read_manifest(run_dir).get("config") or {}) if (run_dir / "manifest.json").exists() else {}
+    wanted = int(config.get("anatomy_index", 0 if found else -1)) >= 0
+    lines = []
     if (run_dir / "tables" / "anatomy.csv").exists():
         growth = read_table(run_dir, "anatomy")
-        lines += table_section(run_dir, "anatomy", "Growth of the perturbation through the layers", growth)
+        lines += table_section(run_dir, "anatomy", "Growth of the perturbation through the layers (" +
+                               _anatomy_setting(found, config) + "relative L2 change of each layer's whole output)", growth)
         lines += [f"![growth]({save_figure(plot_growth(growth, colors), run_dir, 'growth')})", ""]
-    for npz_path in sorted((run_dir / "data").glob("anatomy__*.npz")):
-        lines += anatomy_section(run_dir, npz_path, npz_path.stem.split("__", 1)[1])
-    return "\n".join(lines)
+    skipped = [m for m in models if m not in found] if wanted else []
+    if skipped:
+        lines += [f"No anatomy for {', '.join(skipped)}: no convolution or pooling layer to show.", ""]
+    for model in sorted(found, key=lambda m: models.index(m) if m in models else len(models)):
+        lines += anatomy_section(run_dir, found[model], model)
+    return lines

@@ -79,7 +79,10 @@ def attack_settings(manifest: dict[str, Any]) -> tuple[list[dict[str, Any]], str
     config = manifest.get("config") or {}
     listed = (config.get("evaluation") or {}).get("attacks")
     if listed is None and manifest.get("kind") == "benchmark":
-        listed = [{"name": a} for a in config.get("attacks") or _suite_attacks(config.get("suite") or "standard")]
+        threat = config.get("threat") or "linf"
+        norms = {"all": ["linf", "l2"], "linf": ["linf"], "l2": ["l2"]}.get(threat, [])  # corruptions: no attacks
+        listed = [{"name": a} for a in config.get("attacks") or
+                  [a for t in norms for a in _suite_attacks(config.get("suite") or "standard", t)]]
     if not listed:
         return [], ""
     resolved = [_resolve(a if isinstance(a, dict) else {"name": a}) for a in listed]
@@ -88,11 +91,11 @@ def attack_settings(manifest: dict[str, Any]) -> tuple[list[dict[str, Any]], str
     return [r for r, _ in resolved], source
 
 
-def _suite_attacks(suite: str) -> list[str]:
+def _suite_attacks(suite: str, threat: str = "linf") -> list[str]:
     try:
         from robustcnn.suites import resolve_suite
 
-        return [a.name for a in resolve_suite(suite, "linf")]
+        return [a.name for a in resolve_suite(suite, threat)]
     except Exception:
         return [suite]
 

@@ -19,6 +19,14 @@ $RC train --model lenet5_1998 --dataset mnist --epochs 20 --optimizer adam --lr 
 # alexnet_cifar on the CIFAR-10 PNG subset (20,000 train / 10,000 test), a few epochs.
 $RC train --model alexnet_cifar --dataset imagefolder:cifar10-png --epochs 8 --optimizer sgd --lr 0.01 \
   --batch-size 128 "${common[@]}"
+# cnn5 (width 16) on the CIFAR-10 PNG subset, the shipped zoo's cnn5 `cifar10` (scripts/make-pretrained.py --add
+# <this run> cnn5 cifar10 --attacks fgsm,pgd), then AutoAttack at 8/255 on its first 1,000 test images.
+$RC train --model cnn5 --width 16 --dataset imagefolder:cifar10-png --epochs 12 --optimizer sgd --lr 0.05 \
+  --batch-size 128 -s model.train.schedule=cosine -s model.train.crop_padding=4 -s model.train.flip=true \
+  -s model.train.weight_decay=0.0005 "${common[@]}"
+run="$(ls -d "$OUT"/train/*/ | sort | tail -1)"
+$RC benchmark cnn5 --model-arg width=16 --weights "$run/checkpoints/cnn5-final.pt" --dataset imagefolder:cifar10-png \
+  --suite standard --eps 8/255 --n-examples 1000 --data-root "$DATA" --out "$OUT"
 # MNIST adversarial study, CPU profile (quick suite: FGSM + PGD-40), then AutoAttack and the full suite on its
 # two checkpoints (first 200 test images for the PGD-trained model: AutoAttack costs seconds per robust example).
 $RC study adversarial --config studies/adversarial-mnist-cpu.toml "${common[@]}"

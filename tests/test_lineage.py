@@ -110,7 +110,42 @@ def test_lineage_study_tiny_profile(tmp_path):
     assert set(growth["model"]) == {"neocognitron"}  # the perceptron has no conv or pooling layer
     assert list(growth["kind"]) == ["input", "S-layer", "C-layer", "S-layer", "C-layer"]
     assert (run / "figures" / "feature_maps_neocognitron.png").exists()
-    assert (run / "report.md").read_text().count("## Anatomy") == 1
+    report = (run / "report.md").read_text()
+    assert report.count("## Anatomy") == 1
+    assert "No anatomy for perceptron: no convolution or pooling layer" in report
+    # the shift column: each trained model, reloaded from its checkpoint, counted here on the same first 40 images
+    from robustcnn.data import load_dataset
+
+    data = load_dataset("digits", image_size=28, train_subset=300, seed=0)
+    for i, (name, kwargs) in enumerate([("perceptron", {}), ("neocognitron", small_neo)]):
+        model = create_model(name, dataset=data, **kwargs)
+        model.load_state_dict(torch.load(run / "checkpoints" / f"{name}-final.pt", weights_only=True))
+        expected = bare_shift_accuracy(model.eval(), data.x_test[:40], data.y_test[:40], seed=0, k=2)
+        assert table.loc[i, "shift2_accuracy"] == pytest.approx(expected, abs=1e-12), name
+    assert "random shift ≤2 px (%)" in report and "same first n=40" in report
+
+
+def bare_shift(img: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
+    """(C, H, W) moved dx right and dy down, zeros where nothing moved in."""
+    _, h, w = img.shape
+    out = torch.zeros_like(img)
+    out[:, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = img[:, max(-dy, 0):h - max(dy, 0),
+                                                                        max(-dx, 0):w - max(dx, 0)]
+    return out
+
+
+def bare_shift_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, seed: int, k: int) -> float:
+    """The invariance study's 'shift' measure written out: one shift per image drawn from its seed scheme
+    (dx row, then dy row, uniform on the integers in [-k, k]), applied and classified image by image."""
+    from robustcnn.transforms import generator
+
+    d = torch.randint(-k, k + 1, (2, len(y)), generator=generator(seed, "translate", k))
+    correct = 0
+    with torch.no_grad():
+        for i in range(len(y)):
+            shifted = bare_shift(x[i], int(d[0, i]), int(d[1, i]))
+            correct += int(model(shifted[None]).argmax(1).item() == int(y[i]))
+    return correct / len(y)
 
 
 @pytest.mark.parametrize("name", ["lineage-mnist.toml", "lineage-cifar10.toml"])

@@ -2,7 +2,8 @@
 lint the evaluation, and write tables, figures and a report.
 
 From a notebook, `robustcnn.evaluate_model(model, data, ...)` (robustcnn.evaluation) gives the same tables for
-any model as DataFrames.
+any model as DataFrames. Like `study lineage`, the study draws the anatomy of one test image (anatomy_index) for
+every model with convolution or pooling layers: kernels and feature maps, clean beside its PGD example.
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from robustcnn.attacks import AttackConfig, check_budget
+from robustcnn.anatomy import check_anatomy_index, save_study_anatomy, write_growth_table
+from robustcnn.attacks import AttackConfig, ThreatModel, check_budget
 from robustcnn.data import DataBundle
 from robustcnn.errors import UsageError
 from robustcnn.evaluation import DEFAULT_ATTACKS, DEFAULT_EPSILONS, Curve, as_curve, evaluate_model
@@ -112,7 +114,12 @@ class AdversarialStudyConfig:
 
     executor / workers / address: where the models train (robustcnn.sweep: local, local worker processes, or
     Ray); each model trains with the study's CPU thread count wherever it runs, so the numbers do not depend on
-    where. The attacks then run here, one model after another."""
+    where. The attacks then run here, one model after another.
+
+    anatomy_index: the test image whose kernels and feature maps are drawn for every CNN, clean beside its PGD-40
+    example (L-inf), as in `study lineage` (-1: no anatomy figures); anatomy_epsilon: that example's budget
+    (fraction of the pixel range); None takes the middle positive epsilon of the grid (sorted, the upper middle
+    of an even count: 0.15 for the digits grid, 8/255 for CIFAR-10's), which needs an L-inf attack in the grid."""
 
     name: str = "digits-cpu"
     description: str = "lenet5 and a PGD-trained lenet5 on scikit-learn digits (28x28), FGSM and PGD-40"
@@ -125,6 +132,8 @@ class AdversarialStudyConfig:
     executor: Executor = Executor.LOCAL
     workers: int = 1
     address: str | None = None
+    anatomy_index: int = 0
+    anatomy_epsilon: float | None = None
 
     def __post_init__(self) -> None:
         names = [m.name for m in self.models]
@@ -132,6 +141,25 @@ class AdversarialStudyConfig:
             raise UsageError(f"models need distinct names, got {names}")
         if self.workers < 1:
             raise UsageError(f"workers must be at least 1, got {self.workers}")
+        if self.anatomy_index < -1:
+            raise UsageError(f"anatomy_index must be a test image index, or -1 for no anatomy figures; got "
+                             f"{self.anatomy_index}")
+        if self.anatomy_epsilon is not None and not 0 <= self.anatomy_epsilon <= 1:
+            raise UsageError(f"anatomy_epsilon must be in [0, 1] (an L-inf budget, a fraction of the pixel range), got "
+                             f"{self.anatomy_epsilon}")
+        if self.anatomy_index >= 0:
+            _ = self.anatomy_budget  # a grid it cannot take the default from fails at load time, not after training
+
+    @property
+    def anatomy_budget(self) -> float:
+        """The anatomy's PGD epsilon: anatomy_epsilon, else the middle positive epsilon of an L-inf grid."""
+        if self.anatomy_epsilon is not None:
+            return self.anatomy_epsilon
+        positive = sorted(e for e in self.evaluation.epsilons if e > 0)
+        if not positive or all(a.threat_model != ThreatModel.LINF for a in self.evaluation.attacks):
+            raise UsageError("anatomy_epsilon is unset and the epsilon grid has no positive L-inf budget to take it "
+                             "from; set anatomy_epsilon (L-inf, in [0, 1]) or anatomy_index=-1")
+        return positive[len(positive) // 2]
 
 
 CLEAN_TITLE = "Clean accuracy (eval mode, the evaluated checkpoint, whole train and test splits)"
@@ -150,12 +178,13 @@ def run_adversarial_study(config: AdversarialStudyConfig, out: str | Path = "res
     cache = DataCache(config.data, seed=config.seed, device=device)
     for spec in config.models:  # L2 budgets depend on the image size: check them before any training
         check_budget(ev.epsilons, ev.attacks, tuple(cache.for_model(spec.architecture).x_test.shape[1:]))
+        check_anatomy_index(config.anatomy_index, cache.for_model(spec.architecture))
     store, threads = BlobStore(Path(out) / ".sweep-store" / "adversarial"), torch.get_num_threads()
     with RunFolder(out, "adversarial", config=config, seed=config.seed, device=str(device),
                    on_finish=lambda path: redraw(path, kind="adversarial")) as run:
         trained = _train_models(config, store, device, threads, progress)
         units = Units(store)
-        evaluations, gallery, radius_frames = [], {}, []
+        evaluations, gallery, radius_frames, growth = [], {}, [], []
         for spec, record in track(list(zip(config.models, trained)), "adversarial", describe=lambda m: m[0].name,
                                   enabled=progress):  # a line per model
             data = cache.for_model(spec.architecture)
@@ -171,6 +200,10 @@ def run_adversarial_study(config: AdversarialStudyConfig, out: str | Path = "res
                 radius_frames.append(_radii(model, data, spec.name, ev, config.seed, scope))
             if ev.gallery:
                 gallery[spec.name] = (model, data, evaluation.result.adversarials[(ev.gallery_name, gallery_eps)])
+            if config.anatomy_index >= 0:  # one image, after every number: cheap, recomputed on a resume
+                table = save_study_anatomy(run.path, spec.name, model, data, index=config.anatomy_index,
+                                           epsilon=config.anatomy_budget, seed=config.seed)
+                growth += [table] if table is not None else []  # None: no conv or pooling layer (the report says)
         for table, title in (("clean", CLEAN_TITLE), ("robust", "Robust accuracy"), ("lint", "Evaluation lint"),
                              ("cost", "Attack cost"), ("samples", None)):
             df = pd.concat([getattr(e, table) for e in evaluations], ignore_index=True)
@@ -185,6 +218,8 @@ def run_adversarial_study(config: AdversarialStudyConfig, out: str | Path = "res
             write_table(run.path, "radius_summary", radius_table(radii), title="Robustness radius (FMN)")
         if gallery:
             _save_gallery(run.path / "data" / "gallery.npz", gallery, ev.gallery_name, gallery_eps)
+        if config.anatomy_index >= 0:
+            write_growth_table(run.path, growth, index=config.anatomy_index, epsilon=config.anatomy_budget)
         run.extra["attack_settings"] = [{"name": a.name, "threat_model": a.threat_model.value, "restarts": a.restarts,
                                          **a.settings()} for a in ev.attacks]  # defaults resolved, for the report
         run.extra["units"] = {"store": str(store.directory), "threads_per_unit": threads, "models": len(trained),

@@ -1,8 +1,9 @@
 """`robustcnn study lineage`: the classic CNN story side by side on one dataset. Rosenblatt's perceptron (1958),
 Fukushima's Neocognitron (1980, no backpropagation), the seed's LeNet-5 and LeCun et al.'s LeNet-5 (1998),
 and alexnet_cifar (2012) where a config asks for it: year, parameters, training rule, training seconds,
-clean test accuracy and FGSM/PGD robust accuracy, plus the anatomy (kernels and feature maps, clean beside
-adversarial) of every model that has convolution or pooling layers.
+clean test accuracy, FGSM/PGD robust accuracy and accuracy under random shifts of up to 2 pixels (the invariance
+study's 'shift' claim, robustcnn.invariance.transform_accuracy with the same seed scheme), plus the anatomy
+(kernels and feature maps, clean beside adversarial) of every model that has convolution or pooling layers.
 
 Defaults: the CPU profile on scikit-learn's digits at 28x28; studies/lineage-mnist.toml is the MNIST profile.
 Every model sees the data at the same size (its fixed input size, else `image_size`), so one epsilon means one
@@ -10,31 +11,33 @@ thing across the table.
 """
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
-from robustcnn.anatomy import anatomy_of_test_image, shown_layers
+from robustcnn.anatomy import check_anatomy_index, save_study_anatomy, write_growth_table
 from robustcnn.data import DataBundle, load_dataset
 from robustcnn.errors import UsageError
 from robustcnn.experiments.adversarial import EvaluationConfig
 from robustcnn.experiments.common import DataSpec, ModelSpec, fit, save_training
+from robustcnn.invariance import transform_accuracy
 from robustcnn.learning_rules import learning_rule_of
 from robustcnn.models import count_parameters, model_input_size
 from robustcnn.progress import track
 from robustcnn.report import redraw
-from robustcnn.results import RunFolder, atomic_write_bytes, write_table
+from robustcnn.results import RunFolder, write_table
 from robustcnn.train import TrainConfig, resolve_device
+from robustcnn.transforms import Transform
 
 try:  # the evaluation harness moved out of the adversarial study; either home serves
     from robustcnn.evaluation import evaluate_model
 except ImportError:  # pragma: no cover
     from robustcnn.experiments.adversarial import evaluate_model
 
+SHIFT_PIXELS = 2  # the invariance study's 'shift' claim: random integer shifts, dx and dy each within +-2 px
+SHIFT_COLUMN = f"shift{SHIFT_PIXELS}_accuracy"
 YEARS = {"perceptron": 1958, "neocognitron": 1980, "lenet5": 1998, "lenet5_1998": 1998, "alexnet_cifar": 2012}
 
 
@@ -75,6 +78,9 @@ class LineageStudyConfig:
             raise UsageError(f"models need distinct names, got {names}")
         if self.image_size < 8:
             raise UsageError(f"image_size must be at least 8, got {self.image_size}")
+        if self.anatomy_index < -1:
+            raise UsageError(f"anatomy_index must be a test image index, or -1 for no anatomy figures; got "
+                             f"{self.anatomy_index}")
         if not 0 <= self.anatomy_epsilon <= 1:
             raise UsageError(f"anatomy_epsilon must be in [0, 1] (a fraction of the pixel range), got "
                              f"{self.anatomy_epsilon}")
@@ -108,9 +114,7 @@ def run_lineage_study(config: LineageStudyConfig, out: str | Path = "results", *
         rows, evaluations, growth = [], [], []
         for spec in track(config.models, "lineage", describe=lambda s: s.name, enabled=progress):  # line per model
             data = _data_for(config, spec.architecture, device, cache)
-            if config.anatomy_index >= len(data.y_test):  # before any training
-                raise UsageError(f"anatomy_index {config.anatomy_index} is outside the test set ({len(data.y_test)} "
-                                 "images); choose a smaller one, or -1 for no anatomy figures")
+            check_anatomy_index(config.anatomy_index, data)  # before any training
             model, trained = fit(spec, data, seed=config.seed, device=device, progress=progress)
             save_training(run.path, spec.name, trained, checkpoints=config.checkpoints)
             e = evaluate_model(model, data, name=spec.name, attacks=ev.attacks, epsilons=ev.epsilons,
@@ -125,25 +129,30 @@ def run_lineage_study(config: LineageStudyConfig, out: str | Path = "results", *
                          "training_rule": _rule(model, spec), "train_seconds": float(trained.history["seconds"].sum()),
                          "train_accuracy": clean.get("train"), "test_accuracy": clean.get("test"),
                          **{f"{a}_eps{max(ev.epsilons):g}": v for a, v in robust.items()},
+                         SHIFT_COLUMN: shift_accuracy(model, data, ev, seed=config.seed),
                          "lint": ", ".join(f"{k} {v}" for k, v in e.lint["status"].value_counts().items()) or "off"})
-            if config.anatomy_index >= 0 and shown_layers(model):  # the perceptron has no conv or pooling layer
-                arrays, table = anatomy_of_test_image(model, data, config.anatomy_index,
-                                                      epsilon=config.anatomy_epsilon, seed=config.seed)
-                growth.append(table.assign(model=spec.name))
-                buf = io.BytesIO()
-                np.savez_compressed(buf, **arrays)
-                atomic_write_bytes(run.path / "data" / f"anatomy__{spec.name}.npz", buf.getvalue())
+            if config.anatomy_index >= 0:  # None for the perceptron: no conv or pooling layer to show
+                table = save_study_anatomy(run.path, spec.name, model, data, index=config.anatomy_index,
+                                           epsilon=config.anatomy_epsilon, seed=config.seed)
+                growth += [table] if table is not None else []
         write_table(run.path, "lineage", pd.DataFrame(rows), title="Lineage: clean accuracy (eval mode) on the whole "
-                    f"train and test splits; robust accuracy ({ev.curve}) at the largest epsilon on the first "
-                    f"{ev.n_examples} test images; lint verdicts")
+                    f"train and test splits; robust accuracy ({ev.curve}) at the largest epsilon and {SHIFT_COLUMN} "
+                    f"(one random shift of up to {SHIFT_PIXELS} px per image) on the first {ev.n_examples} test "
+                    "images; lint verdicts")
         for table, title in (("robust", "Robust accuracy"), ("clean", "Clean accuracy"), ("lint", "Evaluation lint"),
                              ("cost", "Attack cost")):
             df = pd.concat([getattr(e, table) for e in evaluations], ignore_index=True)
             name = {"robust": "robust_accuracy", "clean": "clean_accuracy", "cost": "attack_cost"}.get(table, table)
             write_table(run.path, name, df, title=title)
-        if growth:
-            df = pd.concat(growth, ignore_index=True)
-            write_table(run.path, "anatomy", df[["model", *[c for c in df.columns if c != "model"]]],
-                        title=f"Relative change of each layer's output under PGD-40 (eps {config.anatomy_epsilon:g}), "
-                              f"test image {config.anatomy_index}")
+        write_growth_table(run.path, growth, index=config.anatomy_index, epsilon=config.anatomy_epsilon)
     return run.path
+
+
+def shift_accuracy(model: torch.nn.Module, data: DataBundle, ev: EvaluationConfig, *, seed: int) -> float:
+    """Accuracy under one random shift per image (dx, dy each an integer within +-SHIFT_PIXELS, black fill) on the
+    first n_examples test images, the ones the attacks see: the invariance study's measure and draw (the same
+    function, the same seed), so its 'shift' claim and this column are comparable."""
+    n = min(ev.n_examples, len(data.y_test))
+    table = transform_accuracy({"model": model}, data.x_test[:n], data.y_test[:n], Transform.TRANSLATE,
+                               [SHIFT_PIXELS], seed=seed, batch_size=ev.batch_size, worst=False)
+    return float(table["accuracy"].iloc[0])

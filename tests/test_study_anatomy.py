@@ -1,0 +1,125 @@
+"""`study adversarial` draws the anatomy of one test image for every CNN (lineage does the same): the saved maps
+are the model's own, checked here against its checkpoint; `robustcnn report` redraws the figures from the saved
+arrays; a resumed run writes the same arrays; anatomy_index=-1 writes none and no number of the study changes."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+ANATOMY_FILES = ("data/anatomy__lenet5.npz", "tables/anatomy.csv", "figures/kernels_lenet5.png",
+                 "figures/feature_maps_lenet5.png", "figures/growth.png")
+
+
+def tiny_config(**changes: str):
+    from robustcnn.config import load_config
+    from robustcnn.experiments.adversarial import AdversarialStudyConfig
+
+    sets = {"models": '[{name="perceptron", train={epochs=1, batch_size=32}}, '
+                      '{name="lenet5", train={epochs=1, batch_size=32}}]',
+            "data.train_subset": "200", "evaluation.attacks": '["fgsm"]', "evaluation.epsilons": "[0, 0.05, 0.1]",
+            "evaluation.n_examples": "30", "evaluation.lint": "false", "evaluation.gallery": "0", "device": '"cpu"',
+            **changes}
+    return load_config(AdversarialStudyConfig, None, [f"{k}={v}" for k, v in sets.items()])
+
+
+def run_study(out: Path, **changes: str) -> Path:
+    from robustcnn.experiments.adversarial import run_adversarial_study
+
+    return run_adversarial_study(tiny_config(**changes), out, progress=False)
+
+
+@pytest.fixture(scope="module")
+def anatomy_run(tmp_path_factory) -> Path:
+    return run_study(tmp_path_factory.mktemp("on"), anatomy_index="3")
+
+
+def test_adversarial_study_saves_the_models_own_maps_of_one_image(anatomy_run):
+    from robustcnn.data import load_dataset
+    from robustcnn.models import create_model
+
+    run = anatomy_run
+    for f in ANATOMY_FILES:
+        assert (run / f).exists(), f
+    assert not (run / "data" / "anatomy__perceptron.npz").exists()  # no conv or pooling layer
+    assert set(pd.read_csv(run / "tables" / "anatomy.csv")["model"]) == {"lenet5"}
+    data = load_dataset("digits", image_size=28, train_subset=200, seed=0)
+    model = create_model("lenet5", dataset=data)
+    model.load_state_dict(torch.load(run / "checkpoints" / "lenet5-final.pt", weights_only=True))
+    model.eval()
+    with np.load(run / "data" / "anatomy__lenet5.npz") as f:
+        npz = {k: f[k] for k in f.files}
+    x, x_adv = torch.from_numpy(npz["input"]), torch.from_numpy(npz["input_adv"])
+    assert torch.equal(x, data.x_test[3])  # test image 3, as configured
+    assert float(npz["epsilon"]) == 0.1  # the default: the grid's middle positive epsilon (upper middle of 0.05, 0.1)
+    assert (x_adv - x).abs().max().item() <= 0.1 + 1e-6 and 0 <= x_adv.min() and x_adv.max() <= 1
+    with torch.no_grad():  # the first conv's maps and both predictions, from the checkpoint by hand
+        conv1 = model.body[0]
+        assert np.allclose(npz["maps__0"], conv1(x[None])[0].numpy(), atol=1e-6)
+        assert np.allclose(npz["adv__0"], conv1(x_adv[None])[0].numpy(), atol=1e-6)
+        assert int(npz["clean_pred"]) == model(x[None]).argmax(1).item()
+        assert int(npz["adv_pred"]) == model(x_adv[None]).argmax(1).item()
+    assert np.array_equal(npz["kernels"], conv1.weight.detach().numpy())
+    report = (run / "report.md").read_text()
+    assert report.count("## Anatomy: lenet5") == 1
+    assert "No anatomy for perceptron: no convolution or pooling layer" in report
+    assert "test image 3, PGD-40 L-inf eps 0.1" in report
+
+
+def test_report_redraws_the_anatomy_from_saved_arrays(anatomy_run, tmp_path):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from robustcnn.cli import app
+
+    run = Path(shutil.copytree(anatomy_run, tmp_path / "copy"))
+    before = (run / "report.md").read_text()
+    for f in ("report.md", *[f for f in ANATOMY_FILES if f.startswith("figures/")]):
+        (run / f).unlink()
+    result = CliRunner().invoke(app, ["report", str(run)])
+    assert result.exit_code == 0, result.output
+    for f in ANATOMY_FILES:
+        assert (run / f).exists(), f
+    assert (run / "report.md").read_text() == before
+
+
+def test_a_resumed_run_writes_the_same_anatomy(anatomy_run):
+    again = run_study(anatomy_run.parent.parent, anatomy_index="3")  # the same out: every unit from the store
+    units = json.loads((again / "manifest.json").read_text())["units"]
+    assert units["models_resumed"] == 2 and units["evaluation_units_resumed"] == units["evaluation_units"]
+    a, b = (np.load(run / "data" / "anatomy__lenet5.npz") for run in (anatomy_run, again))
+    assert sorted(a.files) == sorted(b.files) and all(np.array_equal(a[k], b[k]) for k in a.files)
+
+
+def test_anatomy_off_writes_none_and_changes_no_number(anatomy_run, tmp_path):
+    run = run_study(tmp_path, anatomy_index="-1")  # its own store: everything computed afresh
+    for f in ANATOMY_FILES:
+        assert not (run / f).exists(), f
+    assert not list((run / "data").glob("anatomy*")) if (run / "data").exists() else True
+    assert "Anatomy" not in (run / "report.md").read_text()
+    for name in ("clean_accuracy", "robust_accuracy", "robust_samples", "history_lenet5"):
+        x, y = (pd.read_csv(r / "tables" / f"{name}.csv") for r in (run, anatomy_run))
+        drop = [c for c in x.columns if c in ("seconds", "eval_seconds")]
+        pd.testing.assert_frame_equal(x.drop(columns=drop), y.drop(columns=drop), check_exact=True)
+
+
+def test_bad_anatomy_settings_are_one_line_errors(tmp_path):
+    from robustcnn.errors import UsageError
+
+    with pytest.raises(UsageError, match="outside the test set") as err:
+        run_study(tmp_path, anatomy_index="100000")
+    assert "\n" not in str(err.value)
+    assert not list(tmp_path.glob(".sweep-store/adversarial/*.json"))  # refused before any model trained
+    for changes, message in [({"anatomy_index": "-2"}, "anatomy_index must be"),
+                             ({"anatomy_epsilon": "2.0"}, "anatomy_epsilon must be in"),
+                             ({"evaluation.attacks": '["l2-pgd"]', "evaluation.epsilons": "[0, 1.5]"},
+                              "anatomy_epsilon is unset")]:
+        with pytest.raises(UsageError, match=message):
+            tiny_config(**changes)
+    assert tiny_config(**{"evaluation.attacks": '["l2-pgd"]', "evaluation.epsilons": "[0, 1.5]",
+                          "anatomy_epsilon": "0.1"}).anatomy_budget == 0.1
