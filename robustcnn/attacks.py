@@ -178,7 +178,7 @@ class LinfPGD:
                 x = x.detach().requires_grad_(True)
                 loss = F.cross_entropy(fmodel(x), y, reduction="none").sum()  # summed, as foolbox sums
                 (grad,) = torch.autograd.grad(loss, x)
-                x = x.detach() - step * grad.sign()
+                x = x.detach() + step * grad.sign()
                 x = (x0 + (x - x0).clamp(-eps, eps)).clamp(0, 1)
         return x
 
