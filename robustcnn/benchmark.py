@@ -27,7 +27,9 @@ from robustcnn.api import CUSTOM, as_bundle, with_model_classes
 from robustcnn.attacks import AttackConfig, as_attack_config, check_budget, predict
 from robustcnn.benchmark_threats import (
     LP,
+    check_natural_inputs,
     check_threat,
+    check_threat_settings,
     default_l2_epsilons,
     lp_threats,
     natural_rows,
@@ -229,23 +231,22 @@ def benchmark(model: str | nn.Module, *, dataset: Any = "mnist", weights: str | 
 
     check_run_settings(name, seed, batch_size)
     lp, natural = lp_threats(check_threat(threat)), natural_threats(threat)
+    attacks = None if attacks is None else [as_attack_config(a) for a in attacks]
+    check_threat_settings(threat, attacks, epsilons, attack_seeds)
     if attacks is None:
         resolve_suite(suite)  # an unknown suite: one line, before any work
         suite_name = suite if lp else "+".join(natural)
     else:
-        attacks = [as_attack_config(a) for a in attacks]
         suite_name = "+".join(a.name for a in attacks)
         if not attacks:
             raise UsageError("attacks is empty; name at least one attack, or pass attacks=None for the suite")
-        if not lp:
-            raise UsageError(f"attacks are L-p attacks, and threat '{threat}' has none; drop them, or use threat "
-                             "linf, l2 or all")
 
     t0 = time.perf_counter()
     dev = resolve_device(device)
     if isinstance(model, str) and model in MODELS and image_size is None:
         image_size = model_input_size(model)
     data = as_bundle(dataset, root=data_root, image_size=image_size, device=dev)
+    check_natural_inputs(natural, data.x_test[:1])
     grids = lp_grids(lp, threat, attacks, suite, epsilons, data.channels)
     for grid_attacks, grid_eps in grids:
         check_budget(grid_eps, grid_attacks, tuple(data.x_test.shape[1:]))  # before any work

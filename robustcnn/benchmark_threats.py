@@ -9,11 +9,13 @@ natural transformations, robustcnn.invariance) as scorecard rows, and their lead
 Corruption and transform rows have no epsilon (NaN); `level` is the severity or magnitude and `level_unit` says
 which. Each threat model ranks on a board of its own: L-p on `<dataset>.csv` (robust@eps columns, as before),
 corruptions on `<dataset>-corruptions.csv` (mean corruption accuracy, then `<corruption> accuracy`: its mean over
-the severities), transforms on `<dataset>-transforms.csv` (each transformation at its largest magnitude: random,
-and the worst case over the grid).
+the severities), transforms on `<dataset>-transforms.csv` (mean_transform_accuracy: the mean over the transformations
+of one random draw per image at each one's largest magnitude; then each at that magnitude, random and the worst
+case: over a grid, or the worst of several draws).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +23,12 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from robustcnn.errors import check_choice
+from robustcnn.errors import UsageError, check_choice
 from robustcnn.units import UnitRunner, compute_now, examples_fingerprint, frame_record, record_frame
 
+# a transformation's magnitude in a board column's name (robustcnn.transforms documents each)
+MAGNITUDE_WORDS = {"translate": "+-{m:g} px", "rotate": "+-{m:g} deg", "scale": "zoom +-{m:g}", "elastic": "alpha {m:g}",
+                   "noise": "std {m:g}", "blur": "sigma {m:g} px"}
 THREATS = ("linf", "l2", "corruptions", "transforms", "all")
 LP = ("linf", "l2")
 NATURAL = ("corruptions", "transforms")
@@ -40,6 +45,38 @@ def lp_threats(threat: str) -> list[str]:
 
 def natural_threats(threat: str) -> list[str]:
     return list(NATURAL) if threat == "all" else [threat] if threat in NATURAL else []
+
+
+def check_threat_settings(threat: str, attacks: Sequence[Any] | None, epsilons: Sequence[float] | None,
+                          attack_seeds: int) -> None:
+    """One line, before any work, for settings the threat models would silently ignore or contradict."""
+    lp = lp_threats(threat)
+    if not lp:
+        given = [what for what, on in (("attacks", attacks is not None), ("epsilons (--eps)", epsilons is not None),
+                                       ("attack_seeds > 1", attack_seeds > 1)) if on]
+        if given:
+            raise UsageError(f"{' and '.join(given)} only apply to L-p attacks, and threat '{threat}' runs none; drop "
+                             "them, or use threat linf, l2 or all")
+        return
+    for a in attacks or []:
+        norm = getattr(a.threat_model, "value", a.threat_model)
+        if norm not in lp:
+            raise UsageError(f"attack {a.name} works in {norm}, and threat '{threat}' covers {' and '.join(lp)}; "
+                             f"use threat {norm} (or all), or an attack in that norm")
+
+
+def check_natural_inputs(threats: Sequence[str], x: torch.Tensor) -> None:
+    """One line, before any attack, when the images are too small for a corruption or a default transformation."""
+    from robustcnn.corruptions import MIN_SIZE
+    from robustcnn.invariance import DEFAULT_MAGNITUDES
+    from robustcnn.transforms import check_images, check_magnitude
+
+    if "corruptions" in threats:
+        check_images(x, "the corruption set", min_size=MIN_SIZE)
+    if "transforms" in threats:
+        for t, magnitudes in DEFAULT_MAGNITUDES.items():
+            for m in magnitudes:
+                check_magnitude(t, m, x)
 
 
 def default_l2_epsilons(channels: int) -> list[float]:
@@ -77,13 +114,20 @@ def natural_board_rows(card: Any, run_dir: Path | str) -> dict[str, dict[str, An
                "clean_accuracy": card.clean_accuracy}
         if threat == "corruptions":
             mean = part[part["attack"] == "mean_corruption"]
+            per_level = part[part["attack"] != "mean_corruption"]
+            sevs = "-".join(f"{v:g}" for v in (per_level["level"].min(), per_level["level"].max()))
             row["mean_corruption_accuracy"] = float(mean["robust_accuracy"].iloc[0])
-            per = part[part["attack"] != "mean_corruption"].groupby("attack", sort=False)["robust_accuracy"].mean()
-            row.update({f"{c} accuracy": float(v) for c, v in per.items()})  # mean over severities
-        else:
-            for attack, g in part.groupby("attack", sort=False):
-                top = g.loc[g["level"].idxmax()]
-                row[f"{attack}@{top['level']:g} accuracy"] = float(top["robust_accuracy"])
+            per = per_level.groupby("attack", sort=False)["robust_accuracy"].mean()
+            row.update({f"{c} accuracy (mean over severities {sevs})": float(v) for c, v in per.items()})
+        else:  # each transformation at its largest magnitude: one random draw per image, and the worst over the grid
+            tops = {attack: g.loc[g["level"].idxmax()] for attack, g in part.groupby("attack", sort=False)}
+            random = [float(t["robust_accuracy"]) for a, t in tops.items() if not a.endswith("/worst")]
+            row["mean_transform_accuracy"] = sum(random) / len(random)
+            for attack, top in tops.items():
+                name, worst = attack.removesuffix("/worst"), attack.endswith("/worst")
+                at = MAGNITUDE_WORDS.get(name, "{m:g}").format(m=top["level"])
+                row[f"{name} accuracy at {at} ({'worst case' if worst else 'random draw'})"] = \
+                    float(top["robust_accuracy"])
         rows[threat] = {**row, "run_dir": str(run_dir)}
     return rows
 
@@ -101,8 +145,7 @@ def update_natural_boards(out: str | Path, card: Any, run_dir: Path | str) -> li
             if not board.empty:
                 board = board[~((board["weights_hash"].astype(str) == row["weights_hash"]) & (board["n"] == row["n"]))]
             merged = pd.concat([board, pd.DataFrame([row])], ignore_index=True) if len(board) else pd.DataFrame([row])
-            score = "mean_corruption_accuracy" if threat == "corruptions" else [
-                c for c in merged.columns if "@" in c][0]
+            score = f"mean_{'corruption' if threat == 'corruptions' else 'transform'}_accuracy"
             layout = [c for c in merged.columns if c != "run_dir"] + ["run_dir"]
             return merged.sort_values([score, "clean_accuracy"], ascending=False, kind="stable")[layout]
 

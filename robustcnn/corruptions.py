@@ -152,11 +152,14 @@ def parameters(corruption: str | CommonCorruption, severity: int, channels: int)
     return (table.get("grey") if channels == 1 else table.get("colour")) or next(iter(table.values()))
 
 
+MIN_SIZE = 6  # the smallest images every corruption draws on (zigzag's lines need 6 pixels; tested)
+
+
 def corrupt(x: torch.Tensor, corruption: str | CommonCorruption, severity: int, seed: int = 0) -> torch.Tensor:
     """Corrupt a batch (B, C, H, W) in [0,1] at severity 1..5; deterministic given (x, corruption, severity, seed)."""
     c = as_corruption(corruption)
     table = parameters(c, severity, x.shape[1] if x.dim() == 4 else 1)
-    check_images(x, c.value, min_size=2)
+    check_images(x, c.value, min_size=MIN_SIZE)
     gen = generator(seed, c.value)
     return CORRUPTIONS[c](x, table[severity - 1], table, gen).clamp_(0, 1)
 

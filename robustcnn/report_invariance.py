@@ -68,11 +68,15 @@ def benchmark_natural_section(run_dir: Path, robust: pd.DataFrame, model: str, c
         clean = pd.DataFrame({"model": [model], "accuracy": [clean_accuracy]})
         fig = save_figure(plot_corruption_heatmap(acc, clean), run_dir, "corruption_accuracy")
         mean = robust[robust["attack"] == "mean_corruption"].iloc[0]
+        n = int(mean["n"])
         lines += ["## Common corruptions", "", f"Accuracy, {mean['level_unit']}: **{pct(mean['robust_accuracy'])}** "
-                  f"(95 % CI {pct(mean['ci_low'])}-{pct(mean['ci_high'])}, n={int(mean['n'])}); clean "
-                  f"{pct(clean_accuracy)}. Each corruption is generated on the fly from the same test images "
-                  "(robustcnn.corruptions; seeded).", "", f"![corruption accuracy]({fig})", ""]
+                  f"(95 % CI {pct(mean['ci_low'])}-{pct(mean['ci_high'])}: a normal interval over the {n} images' "
+                  f"mean correctness across those corruptions, the image being the independent unit); clean "
+                  f"{pct(clean_accuracy)}. Each corruption is generated on the fly from the first {n} test images "
+                  "(robustcnn.corruptions, seeded by the benchmark's seed).", "", f"![corruption accuracy]({fig})", "",
+                  f"Accuracy per corruption (rows) and severity (columns, 1 mildest to 5), test split, first n={n}:", ""]
         wide = acc.pivot_table(index="corruption", columns="severity", values="accuracy", sort=False)
+        wide.columns = [f"severity {c}" for c in wide.columns]
         lines += [markdown_table(wide.map(pct).reset_index()), ""]
     trans = robust[robust["threat_model"] == "transforms"]
     if len(trans):
@@ -81,9 +85,14 @@ def benchmark_natural_section(run_dir: Path, robust: pd.DataFrame, model: str, c
                             "magnitude": trans["level"], "accuracy": trans["robust_accuracy"], "n": trans["n"],
                             "unit": trans["level_unit"].str.split(";").str[0]})
         fig = save_figure(plot_transform_curves(acc, None), run_dir, "transform_accuracy")
-        lines += ["## Transformations", "", "Accuracy under each transformation (random: one seeded draw per image "
-                  "at that magnitude; worst: the worst case over the grid up to it).", "",
+        n = int(trans["n"].iloc[0])
+        lines += ["## Transformations", "", f"Accuracy under each transformation on the first n={n} test images, "
+                  "test split (random: one seeded draw per image at that magnitude; worst: correct under every point "
+                  "of a grid of transformations up to it, or under every one of several draws).", "",
                   f"![transform accuracy]({fig})", ""]
+        table = acc.assign(accuracy=acc["accuracy"].map(pct), method=trans["level_unit"].str.split("; ").str[1].values)
+        lines += [markdown_table(table[["transform", "mode", "magnitude", "unit", "method", "accuracy", "n"]]
+                                 .rename(columns={"accuracy": "accuracy (%)"})), ""]
     return lines
 
 

@@ -47,7 +47,8 @@ def test_corruption_rows_equal_a_bare_loop_and_reach_their_own_board(trained_len
     run = write_benchmark(card, tmp_path / "out")
     board = pd.read_csv(tmp_path / "out" / "leaderboard" / "digits-corruptions.csv")
     assert board.loc[0, "mean_corruption_accuracy"] == pytest.approx(mean["robust_accuracy"])
-    assert board.loc[0, "fog accuracy"] == pytest.approx(rows[rows["attack"] == "fog"]["robust_accuracy"].mean())
+    fog = rows[rows["attack"] == "fog"]["robust_accuracy"].mean()
+    assert board.loc[0, "fog accuracy (mean over severities 1-5)"] == pytest.approx(fog)
     assert not (tmp_path / "out" / "leaderboard" / "digits.csv").exists()  # no L-p numbers: no L-p row
     assert not (run / "robustbench.json").exists()
     report = (run / "report.md").read_text()
@@ -71,17 +72,52 @@ def test_transform_rows_equal_a_bare_loop(trained_lenet, lenet_weights, digits28
     assert worst["robust_accuracy"] == pytest.approx(standing.double().mean().item())
 
 
-def test_all_covers_every_threat_model_with_l2_on_its_own_budgets(lenet_weights):
+def test_all_covers_every_threat_model_and_each_reaches_its_own_board(trained_lenet, lenet_weights, digits28, tmp_path):
     card = benchmark("lenet5", weights=lenet_weights, threat="all", suite="quick", epsilons=[0.0, 0.1], **FAST)
     assert set(card.robust["threat_model"]) == {"linf", "l2", "corruptions", "transforms"}
     l2 = card.robust[card.robust["threat_model"] == "l2"]
     assert sorted(set(l2["epsilon"])) == [0.0, 1.0, 2.0, 3.0] and {"l2-pgd", "worst_case_l2"} <= set(l2["attack"])
     assert sorted(set(card.robust[card.robust["threat_model"] == "linf"]["epsilon"])) == [0.0, 0.1]
 
+    out = tmp_path / "out"
+    run = write_benchmark(card, out)
+    lp = pd.read_csv(out / "leaderboard" / "digits.csv")
+    assert {"robust@0.1", "robust_l2@3"} <= set(lp.columns)
+    assert not [c for c in lp.columns if "corruption" in c or "transform" in c or "nan" in c]  # L-p only
+    assert json.loads((run / "robustbench.json").read_text())["threat_model"] == "Linf"
+    assert "level" in json.loads((run / "scorecard.json").read_text())["robust_accuracy"][0]
+    report = (run / "report.md").read_text()
+    assert "## Transformations" in report and "## Common corruptions" in report and "| l2-pgd |" in report
+
+    x, y = digits28.x_test[:N], digits28.y_test[:N]
+    standing = torch.ones(N, dtype=torch.bool)
+    for dx in range(-4, 5):  # the worst case over every integer shift within +-4 pixels, written out
+        for dy in range(-4, 5):
+            with torch.no_grad():
+                standing &= trained_lenet(F.pad(x, (4, 4, 4, 4))[..., 4 + dy:32 + dy, 4 + dx:32 + dx]).argmax(1) == y
+    board = pd.read_csv(out / "leaderboard" / "digits-transforms.csv")
+    assert board.loc[0, "translate accuracy at +-4 px (worst case)"] == pytest.approx(standing.double().mean().item())
+    random = [c for c in board.columns if c.endswith("(random draw)")]
+    assert len(random) == 6 and board.loc[0, "mean_transform_accuracy"] == pytest.approx(board.loc[0, random].mean())
+
+
+def test_l2_takes_the_given_budgets_and_the_figure_has_a_panel_per_norm(lenet_weights):
+    from robustcnn.figures import plot_scorecard
+
+    card = benchmark("lenet5", weights=lenet_weights, threat="l2", suite="quick", epsilons=[0.0, 1.5], **FAST)
+    assert set(card.robust["threat_model"]) == {"l2"} and sorted(set(card.robust["epsilon"])) == [0.0, 1.5]
+    both = pd.concat([card.robust, card.robust.assign(threat_model="linf", epsilon=card.robust["epsilon"] / 15)])
+    fig = plot_scorecard(both, pd.DataFrame(columns=["source", "model", "epsilon", "robust_accuracy"]), "lenet5")
+    assert len(fig.axes) == 2 and {"L2" in ax.get_title() for ax in fig.axes} == {True, False}
+
 
 @pytest.mark.parametrize("args,match", [
     (["--threat", "bogus"], "threat model 'bogus'"),
-    (["--threat", "corruptions", "--attacks", "pgd"], "threat 'corruptions' has none"),
+    (["--threat", "corruptions", "--attacks", "pgd"], "threat 'corruptions' runs none"),
+    (["--threat", "corruptions", "--eps", "0.1"], "only apply to L-p attacks"),
+    (["--threat", "transforms", "--attack-seeds", "3"], "only apply to L-p attacks"),
+    (["--threat", "l2", "--attacks", "pgd"], "attack pgd works in linf"),
+    (["--threat", "corruptions", "--image-size", "4"], "needs at least 6x6"),
 ])
 def test_cli_bad_threat_is_one_line_and_exit_2(lenet_weights, tmp_path, args, match):
     result = CliRunner().invoke(app, ["benchmark", "lenet5", "--weights", str(lenet_weights), "--dataset", "digits",

@@ -37,6 +37,14 @@ def test_a_weakened_foolbox_pgd_is_named(trained_lenet, small_xy, monkeypatch):
     assert "examples only" in detail
 
 
+def test_the_foolbox_pgd_takes_the_grids_pgd_settings(trained_lenet, small_xy):
+    import re
+    x, y = xy(small_xy)
+    _, _, detail = ls.check_implementations_agree(trained_lenet, x, y, [AttackConfig("pgd", steps=1)], [0.0, 0.1], 0)
+    ours, theirs = (int(re.search(rf"{who} pgd \(1 steps\) (\d+)", detail).group(1)) for who in ("robustcnn", "foolbox"))
+    assert abs(ours - theirs) <= ls.agreement_tolerance(len(y)), detail  # both one step: equally weak
+
+
 def test_a_weakened_robustcnn_pgd_is_named(trained_lenet, small_xy, monkeypatch):
     from robustcnn.attacks import LinfPGD
     x, y = xy(small_xy)

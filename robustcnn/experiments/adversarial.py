@@ -119,7 +119,8 @@ class AdversarialStudyConfig:
     anatomy_index: the test image whose kernels and feature maps are drawn for every CNN, clean beside its PGD-40
     example (L-inf), as in `study lineage` (-1: no anatomy figures); anatomy_epsilon: that example's budget
     (fraction of the pixel range); None takes the middle positive epsilon of the grid (sorted, the upper middle
-    of an even count: 0.15 for the digits grid, 8/255 for CIFAR-10's), which needs an L-inf attack in the grid."""
+    of an even count: 0.15 for the digits grid, 8/255 for CIFAR-10's); a grid with no L-inf attack or no positive
+    epsilon (an L2-only study) draws no anatomy unless anatomy_epsilon is set."""
 
     name: str = "digits-cpu"
     description: str = "lenet5 and a PGD-trained lenet5 on scikit-learn digits (28x28), FGSM and PGD-40"
@@ -147,18 +148,16 @@ class AdversarialStudyConfig:
         if self.anatomy_epsilon is not None and not 0 <= self.anatomy_epsilon <= 1:
             raise UsageError(f"anatomy_epsilon must be in [0, 1] (an L-inf budget, a fraction of the pixel range), got "
                              f"{self.anatomy_epsilon}")
-        if self.anatomy_index >= 0:
-            _ = self.anatomy_budget  # a grid it cannot take the default from fails at load time, not after training
 
     @property
-    def anatomy_budget(self) -> float:
-        """The anatomy's PGD epsilon: anatomy_epsilon, else the middle positive epsilon of an L-inf grid."""
+    def anatomy_budget(self) -> float | None:
+        """The anatomy's PGD epsilon: anatomy_epsilon, else the middle positive epsilon of an L-inf grid; None (no
+        anatomy) for a grid without one, such as an L2-only study, unless anatomy_epsilon is set."""
         if self.anatomy_epsilon is not None:
             return self.anatomy_epsilon
         positive = sorted(e for e in self.evaluation.epsilons if e > 0)
         if not positive or all(a.threat_model != ThreatModel.LINF for a in self.evaluation.attacks):
-            raise UsageError("anatomy_epsilon is unset and the epsilon grid has no positive L-inf budget to take it "
-                             "from; set anatomy_epsilon (L-inf, in [0, 1]) or anatomy_index=-1")
+            return None
         return positive[len(positive) // 2]
 
 
@@ -200,7 +199,7 @@ def run_adversarial_study(config: AdversarialStudyConfig, out: str | Path = "res
                 radius_frames.append(_radii(model, data, spec.name, ev, config.seed, scope))
             if ev.gallery:
                 gallery[spec.name] = (model, data, evaluation.result.adversarials[(ev.gallery_name, gallery_eps)])
-            if config.anatomy_index >= 0:  # one image, after every number: cheap, recomputed on a resume
+            if config.anatomy_index >= 0 and config.anatomy_budget is not None:  # one image, after every number
                 table = save_study_anatomy(run.path, spec.name, model, data, index=config.anatomy_index,
                                            epsilon=config.anatomy_budget, seed=config.seed)
                 growth += [table] if table is not None else []  # None: no conv or pooling layer (the report says)
@@ -218,7 +217,7 @@ def run_adversarial_study(config: AdversarialStudyConfig, out: str | Path = "res
             write_table(run.path, "radius_summary", radius_table(radii), title="Robustness radius (FMN)")
         if gallery:
             _save_gallery(run.path / "data" / "gallery.npz", gallery, ev.gallery_name, gallery_eps)
-        if config.anatomy_index >= 0:
+        if config.anatomy_index >= 0 and config.anatomy_budget is not None:
             write_growth_table(run.path, growth, index=config.anatomy_index, epsilon=config.anatomy_budget)
         run.extra["attack_settings"] = [{"name": a.name, "threat_model": a.threat_model.value, "restarts": a.restarts,
                                          **a.settings()} for a in ev.attacks]  # defaults resolved, for the report
