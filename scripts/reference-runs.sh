@@ -27,6 +27,9 @@ $RC train --model cnn5 --width 16 --dataset imagefolder:cifar10-png --epochs 12 
 run="$(ls -d "$OUT"/train/*/ | sort | tail -1)"
 $RC benchmark cnn5 --model-arg width=16 --weights "$run/checkpoints/cnn5-final.pt" --dataset imagefolder:cifar10-png \
   --suite standard --eps 8/255 --n-examples 1000 --data-root "$DATA" --out "$OUT"
+# The shipped cnn5 under the CIFAR-10-C corruptions (15 x 5 severities, generated on the fly), first 1,000 images.
+$RC benchmark cnn5 --pretrained cifar10 --dataset imagefolder:cifar10-png --threat corruptions --n-examples 1000 \
+  --data-root "$DATA" --out "$OUT"
 # MNIST adversarial study, CPU profile (quick suite: FGSM + PGD-40), then AutoAttack and the full suite on its
 # two checkpoints (first 200 test images for the PGD-trained model: AutoAttack costs seconds per robust example).
 $RC study adversarial --config studies/adversarial-mnist-cpu.toml "${common[@]}"
