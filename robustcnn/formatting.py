@@ -6,6 +6,7 @@ No robustcnn imports (results.py, latex.py and the report modules all use it).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -23,7 +24,8 @@ def is_percent(column: object) -> bool:
     name = str(column).lower()
     if any(word in name for word in NOT_PERCENT):
         return False
-    return any(word in name for word in PERCENT_WORDS) or any(name.startswith(c) for c in PERCENT_COLUMNS)
+    return (any(word in name for word in PERCENT_WORDS) or any(name.startswith(c) for c in PERCENT_COLUMNS)
+            or re.search(r"_eps[0-9.e-]+$", name) is not None)  # the lineage table's robust accuracy at eps, e.g. pgd_eps0.3
 
 
 def percent(value: float, digits: int = 1) -> str:

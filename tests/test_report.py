@@ -67,6 +67,12 @@ def test_markdown_and_latex_write_fractions_as_percent_with_one_decimal():
     assert r"a & 97.8 & 4.3 & 12.35 & 500 \\" in tex and r"test\_accuracy (\%)" in tex
 
 
+def test_the_lineage_robust_columns_at_an_epsilon_are_percent_and_eps_itself_is_not():
+    df = pd.DataFrame({"model": ["a"], "pgd_eps0.3": [0.045], "worst_case_eps8e-05": [0.5], "eps": [0.3]})
+    assert markdown_table(df).splitlines()[0] == "| model | pgd_eps0.3 (%) | worst_case_eps8e-05 (%) | eps |"
+    assert row(markdown_table(df), "a") == ["a", "4.5", "50.0", "0.3"]
+
+
 def test_robust_table_in_the_report_is_percent(tmp_path, no_figures):
     part = section(report.report_adversarial(adversarial_run(tmp_path)), "Robust accuracy")
     assert row(part, "lenet5")[:6] == ["lenet5", "fgsm", "90.0", "60.0", "30.0", "10.0"]
