@@ -84,10 +84,13 @@ def test_all_covers_every_threat_model_and_each_reaches_its_own_board(trained_le
     lp = pd.read_csv(out / "leaderboard" / "digits.csv")
     assert {"robust@0.1", "robust_l2@3"} <= set(lp.columns)
     assert not [c for c in lp.columns if "corruption" in c or "transform" in c or "nan" in c]  # L-p only
-    assert json.loads((run / "robustbench.json").read_text())["threat_model"] == "Linf"
+    from robustcnn.model_card import eps_text
+    card_json = json.loads((run / "robustbench.json").read_text())
+    assert card_json["threat_model"] == "Linf" and card_json["eps"] == eps_text(0.1)  # L-inf's largest, not L2's 3
     assert "level" in json.loads((run / "scorecard.json").read_text())["robust_accuracy"][0]
     report = (run / "report.md").read_text()
-    assert "## Transformations" in report and "## Common corruptions" in report and "| l2-pgd |" in report
+    assert "## Transformations" in report and "## Common corruptions" in report
+    assert "| l2-pgd | L2 |" in report  # the Setup table lists the L2 attacks too (the robust table says "l2")
 
     x, y = digits28.x_test[:N], digits28.y_test[:N]
     standing = torch.ones(N, dtype=torch.bool)
