@@ -288,8 +288,8 @@ def report_benchmark(run_dir: Path) -> str:
     robust, references = read_table(run_dir, "robust_accuracy"), read_table(run_dir, "reference_curves")
     from robustcnn.report_invariance import benchmark_natural_section
 
-    natural = robust[robust["threat_model"].isin(["corruptions", "transforms"])]
-    robust = robust[~robust.index.isin(natural.index)]  # the L-p rows: the scorecard figure and table
+    is_natural = robust["threat_model"].isin(["corruptions", "transforms"])
+    natural, robust = robust[is_natural], robust[~is_natural]  # L-p rows: the scorecard figure and table
     curve = curve_kind(robust) if len(robust) else "per-level"
     fig = save_figure(plot_scorecard(robust, references, card["model"], curve,
                                      suite=card.get("suite") or suite_of(robust)), run_dir, "robust_accuracy") \

@@ -71,12 +71,16 @@ def test_rounded_inputs_fail_gradients_and_the_unbounded_attack(trained_lenet, s
     assert check_unbounded(model, x[:50], y[:50], seed=0).status == "FAIL"
 
 
+def unbounded_with_shielded(model, x, y, k: int):
+    """The unbounded-attack check on `model` with its first k correctly classified examples shielded from attack."""
+    with torch.no_grad():
+        correct = torch.nonzero(model(x).argmax(1) == y).flatten()[:k].tolist()
+    return check_unbounded(Shield(model, x, y, protected=correct).eval(), x, y, seed=0)
+
+
 def test_masked_gradients_on_a_few_examples_warn_the_unbounded_attack(trained_lenet, small_xy):
     """3 % of the examples resist an unbounded attack: above 1 %, below chance / 2 (5 %)."""
-    x, y = small_xy
-    with torch.no_grad():
-        correct = torch.nonzero(trained_lenet(x).argmax(1) == y).flatten()[:3].tolist()
-    check = check_unbounded(Shield(trained_lenet, x, y, protected=correct).eval(), x, y, seed=0)
+    check = unbounded_with_shielded(trained_lenet, *small_xy, k=3)
     assert check.status == "WARN" and "0.030" in check.detail, check.detail
 
 
@@ -133,10 +137,7 @@ def test_checks_that_do_not_apply_are_skipped(trained_lenet, small_xy, attacks):
 
 def test_masked_gradients_between_half_chance_and_chance_fail_the_unbounded_attack(trained_lenet, small_xy):
     """8 % of the examples resist an unbounded attack: above chance / 2 (5 %), below chance (10 %): FAIL."""
-    x, y = small_xy
-    with torch.no_grad():
-        correct = torch.nonzero(trained_lenet(x).argmax(1) == y).flatten()[:8].tolist()
-    check = check_unbounded(Shield(trained_lenet, x, y, protected=correct).eval(), x, y, seed=0)
+    check = unbounded_with_shielded(trained_lenet, *small_xy, k=8)
     assert check.status == "FAIL" and "0.080" in check.detail, check.detail
 
 
