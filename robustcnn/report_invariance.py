@@ -83,16 +83,15 @@ def benchmark_natural_section(run_dir: Path, robust: pd.DataFrame, model: str, c
         acc = pd.DataFrame({"model": model, "transform": trans["attack"].str.split("/").str[0],
                             "mode": ["worst" if a.endswith("/worst") else "random" for a in trans["attack"]],
                             "magnitude": trans["level"], "accuracy": trans["robust_accuracy"], "n": trans["n"],
-                            "unit": trans["level_unit"].str.split(";").str[0]})
+                            "unit": trans["level_unit"].str.rsplit("; ", n=1).str[0]})  # "<unit>; <method>"
         fig = save_figure(plot_transform_curves(acc, None), run_dir, "transform_accuracy")
         n = int(trans["n"].iloc[0])
         lines += ["## Transformations", "", f"Accuracy under each transformation on the first n={n} test images, "
                   "test split (random: one seeded draw per image at that magnitude; worst: correct under every point "
                   "of a grid of transformations up to it, or under every one of several draws).", "",
                   f"![transform accuracy]({fig})", ""]
-        table = acc.assign(accuracy=acc["accuracy"].map(pct), method=trans["level_unit"].str.split("; ").str[1].values)
-        lines += [markdown_table(table[["transform", "mode", "magnitude", "unit", "method", "accuracy", "n"]]
-                                 .rename(columns={"accuracy": "accuracy (%)"})), ""]
+        table = acc.assign(method=trans["level_unit"].str.rsplit("; ", n=1).str[1].values)
+        lines += [markdown_table(table[["transform", "mode", "magnitude", "unit", "method", "accuracy", "n"]]), ""]
     return lines
 
 

@@ -91,6 +91,8 @@ def test_all_covers_every_threat_model_and_each_reaches_its_own_board(trained_le
     report = (run / "report.md").read_text()
     assert "## Transformations" in report and "## Common corruptions" in report
     assert "| l2-pgd | L2 |" in report  # the Setup table lists the L2 attacks too (the robust table says "l2")
+    elastic = [line for line in report.splitlines() if line.startswith("| elastic | worst | 34 |")][0]
+    assert "Simard et al. 2003; sigma fixed) | worst of" in elastic  # the unit keeps its own ';', the method follows
 
     x, y = digits28.x_test[:N], digits28.y_test[:N]
     standing = torch.ones(N, dtype=torch.bool)

@@ -45,6 +45,17 @@ def test_the_foolbox_pgd_takes_the_grids_pgd_settings(trained_lenet, small_xy):
     assert abs(ours - theirs) <= ls.agreement_tolerance(len(y)), detail  # both one step: equally weak
 
 
+def test_the_foolbox_pgd_is_built_with_every_setting_of_the_grids_pgd(trained_lenet, small_xy, monkeypatch):
+    import foolbox as fb
+    x, y = xy(small_xy)
+    real, built = fb.attacks.LinfPGD, {}
+    monkeypatch.setattr(fb.attacks, "LinfPGD", lambda **kw: built.update(kw) or real(**kw))
+    pgd = AttackConfig("pgd", steps=3, random_start=False, options={"abs_stepsize": 0.01})
+    ls.check_implementations_agree(trained_lenet, x, y, [pgd], [0.0, 0.1], 0)
+    assert built == {"steps": 3, "rel_stepsize": pgd.settings()["step_size"], "random_start": False,
+                     "abs_stepsize": 0.01}
+
+
 def test_a_weakened_robustcnn_pgd_is_named(trained_lenet, small_xy, monkeypatch):
     from robustcnn.attacks import LinfPGD
     x, y = xy(small_xy)

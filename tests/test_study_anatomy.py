@@ -116,7 +116,8 @@ def test_bad_anatomy_settings_are_one_line_errors(tmp_path):
     assert "\n" not in str(err.value)
     assert not list(tmp_path.glob(".sweep-store/adversarial/*.json"))  # refused before any model trained
     for changes, message in [({"anatomy_index": "-2"}, "anatomy_index must be"),
-                             ({"anatomy_epsilon": "2.0"}, "anatomy_epsilon must be in")]:
+                             ({"anatomy_epsilon": "2.0"}, "anatomy_epsilon must be in"),
+                             ({"anatomy_epsilon": "0"}, "anatomy_epsilon must be in")]:  # no perturbation to draw
         with pytest.raises(UsageError, match=message):
             tiny_config(**changes)
     # an L2-only study is not refused for a figure it did not ask for: it draws no anatomy

@@ -145,8 +145,8 @@ class AdversarialStudyConfig:
         if self.anatomy_index < -1:
             raise UsageError(f"anatomy_index must be a test image index, or -1 for no anatomy figures; got "
                              f"{self.anatomy_index}")
-        if self.anatomy_epsilon is not None and not 0 <= self.anatomy_epsilon <= 1:
-            raise UsageError(f"anatomy_epsilon must be in [0, 1] (an L-inf budget, a fraction of the pixel range), got "
+        if self.anatomy_epsilon is not None and not 0 < self.anatomy_epsilon <= 1:
+            raise UsageError(f"anatomy_epsilon must be in (0, 1] (an L-inf budget, a fraction of the pixel range), got "
                              f"{self.anatomy_epsilon}")
 
     @property
