@@ -257,9 +257,13 @@ class RunFolder:
                 self._discard()
                 raise UsageError(f"cannot create a run folder in {self.parent} ({err.strerror or first_line(err)}); "
                                  "pass a writable --out") from err
-        os.chmod(self.path, 0o777 & ~umask())  # mkdtemp makes it 0700; the finished run is shared like any folder
-        for sub in SUBDIRS:
-            (self.path / sub).mkdir()
+        try:  # a signal (SIGTERM becomes an exception) can land here, before `with` would call __exit__
+            os.chmod(self.path, 0o777 & ~umask())  # mkdtemp makes it 0700; the finished run is shared like any folder
+            for sub in SUBDIRS:
+                (self.path / sub).mkdir()
+        except BaseException:
+            self._discard()
+            raise
         self._start, self._t0 = _now(), time.perf_counter()
         return self
 
