@@ -8,7 +8,7 @@ Each timing is the median of --repeats calls.
 2. A 6-point epsilon curve: robustcnn (samples broken at a smaller epsilon are not attacked again) vs foolbox's
    own multi-epsilon call (one full attack per epsilon). Goal: half of foolbox's time or less.
 
-    python benchmarks/attack_speed.py --data-root ../shared/data [--device cpu|cuda]
+    python benchmarks/attack_speed.py --data-root ../shared/data [--device cpu|cuda] [--n 1000] [--dataset digits]
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from robustcnn import AttackConfig, TrainConfig, create_model, evaluate_robustness, load_dataset, seed_everything
 from robustcnn import train_model as train
-from robustcnn.attacks import CountingModel
+from robustcnn.attacks import CountingModel, TorchModel
 from robustcnn.train import resolve_device
 
 STEPS, EPS, CURVE = 40, 0.1, [0.0, 0.05, 0.1, 0.15, 0.2, 0.3]
@@ -55,6 +55,7 @@ def bare_pgd(model, x, y, eps: float, steps: int, step: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", default=None)
+    parser.add_argument("--dataset", default="mnist", help="mnist, or digits (embedded, at 28x28) for a quick look")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=5)
@@ -62,7 +63,7 @@ def main() -> None:
     import foolbox as fb
 
     device = resolve_device(args.device)
-    data = load_dataset("mnist", root=args.data_root, device=device)
+    data = load_dataset(args.dataset, root=args.data_root, image_size=28, device=device)
     seed_everything(0)
     model = create_model("lenet5", dataset=data)
     train(model, data, TrainConfig(epochs=3, optimizer="adadelta"), seed=0, device=device, progress=False)
@@ -79,13 +80,14 @@ def main() -> None:
     def ours(epsilons: list[float]):
         return evaluate_robustness(model, x, y, attacks=[cfg], epsilons=epsilons, batch_size=args.n)
 
-    registry_pgd = cfg.build()  # the registry's attack object alone, without the evaluation around it
-    counted = fb.PyTorchModel(CountingModel(model), bounds=(0, 1), device=device)
+    registry_pgd = cfg.build()  # the registry's attack object alone, called as the evaluation calls it
+    counted = TorchModel(CountingModel(model)) if getattr(registry_pgd, "torch_model", False) else \
+        fb.PyTorchModel(CountingModel(model), bounds=(0, 1), device=device)
     t_atk, out_atk = timed(lambda: registry_pgd(counted, x, y, epsilons=[EPS]), device, args.repeats)
     t_rc, res = timed(lambda: ours([EPS]), device, args.repeats)
     acc_fb = 1 - out_fb[2][0].float().mean().item()
     acc_rc = float(res.table["robust_accuracy"].iloc[-1])
-    print(f"device {device}, lenet5 (3 epochs Adadelta), {args.n} MNIST test inputs, PGD-{STEPS} eps {EPS}, "
+    print(f"device {device}, lenet5 (3 epochs Adadelta), {args.n} {args.dataset} test inputs, PGD-{STEPS} eps {EPS}, "
           f"median of {args.repeats} runs each")
     print(f"bare torch PGD loop:   {t_bare:7.3f} s  robust accuracy {acc_bare:.3f}")
     print(f"foolbox LinfPGD:       {t_fb:7.3f} s  robust accuracy {acc_fb:.3f}  ratio to bare {t_fb / t_bare:.3f}")

@@ -153,6 +153,8 @@ class LinfPGD:
     the weights' .grad) cost about half a step again when a small model is launch-bound, as lenet5 is on a GPU;
     here the gradient is taken for the input alone."""
 
+    torch_model = True  # takes any callable (N, C, H, W) -> (N, classes), not only foolbox's model wrapper
+
     def __init__(self, *, steps: int, rel_stepsize: float, random_start: bool, abs_stepsize: float | None = None) -> None:
         self.steps, self.rel_stepsize, self.random_start, self.abs_stepsize = steps, rel_stepsize, random_start, abs_stepsize
 
@@ -287,6 +289,19 @@ def check_budget(epsilons: Sequence[float], attacks: Sequence[AttackConfig],
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """(N, classes) scores, computed in batches."""
     return torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+class TorchModel:
+    """A model as attacks that take plain callables (`torch_model = True`) call it: foolbox's wrapper semantics (the
+    output carries a graph only when the input requires a gradient) without its eagerpy round trip, which costs
+    tens of microseconds a call: AutoAttack makes thousands of calls per batch."""
+
+    def __init__(self, model: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.model = model
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.set_grad_enabled(x.requires_grad):
+            return self.model(x)
 
 
 class CountingModel(nn.Module):

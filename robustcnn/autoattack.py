@@ -16,7 +16,7 @@ itself defaults to the clock (`seed=None`), and reseeds every component call wit
 
 The ensemble runs its components in the authors' order, each on the examples the earlier ones left standing,
 exactly as `AutoAttack.run_standard_evaluation` does on one batch; the components are the package's classes,
-called on the counted model underneath foolbox's wrapper so forward/backward passes are still counted.
+called on the counted model (robustcnn.attacks.TorchModel, not foolbox's wrapper) so passes are still counted.
 
 Before the first attack on a model, two checks that AutoAttack itself only warns about are errors here (a
 number computed despite them would not mean what its label says):
@@ -57,6 +57,8 @@ class AutoAttackAdapter:
 
     components: which of the authors' attacks run, in order, each on the examples still standing.
     """
+
+    torch_model = True  # called with robustcnn.attacks.TorchModel (the counted model, no foolbox wrapper)
 
     def __init__(self, name: str, *, components: Sequence[str], norm: ThreatModel, steps: int = 100,
                  n_restarts: int = 1, n_target_classes: int = 9, n_queries: int = 5000, p_init: float = 0.8,

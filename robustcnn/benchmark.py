@@ -23,8 +23,9 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from robustcnn.api import CUSTOM, as_bundle, with_model_classes
+from robustcnn.api import CUSTOM
 from robustcnn.attacks import AttackConfig, as_attack_config, check_budget, predict
+from robustcnn.benchmark_spread import AttackJob, check_spread, spread_attacks, unit_counts
 from robustcnn.benchmark_threats import (
     LP,
     check_natural_inputs,
@@ -41,72 +42,9 @@ from robustcnn.data import DataBundle
 from robustcnn.devices import resolve_device
 from robustcnn.errors import RobustcnnWarning, UsageError
 from robustcnn.leaderboard import board_path, read_leaderboard, update_leaderboard
-from robustcnn.model_files import first_line
 from robustcnn.model_loading import LogOf, Normalized, load_model, to_eval, weights_hash  # noqa: F401 (re-exported)
-from robustcnn.models import MODELS, count_parameters, model_input_size
-
-
-# ------------------------------------------------------------------ pre-flight
-@dataclass(frozen=True)
-class Preflight:
-    check: str
-    status: str  # PASS, WARN or FAIL (FAIL stops the benchmark)
-    detail: str
-
-
-def preflight(model: nn.Module, data: DataBundle) -> tuple[nn.Module, list[Preflight]]:
-    """Checks before any attack; returns the model to attack (eval mode, log-probs if needed) and the report."""
-    x = data.x_test[:16]
-    shape = tuple(x.shape[1:])
-    report: list[Preflight] = []
-
-    def fail(check: str, detail: str) -> None:
-        raise UsageError(f"pre-flight {check}: {detail}")
-
-    was_training = any(m.training for m in model.modules())  # a factory's fresh module is in train mode
-    to_eval(model)
-    try:
-        with torch.no_grad():
-            out = model(x)
-    except Exception as err:
-        fail("input_shape", f"the model rejects {data.name} inputs of shape (N, {', '.join(map(str, shape))}) "
-                            f"({first_line(err)})")
-    report.append(Preflight("input_shape", "PASS", f"accepts (N, {', '.join(map(str, shape))}) in [0,1]"))
-    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape != (len(x), data.num_classes):
-        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        fail("output_shape", f"expected outputs of shape [N, {data.num_classes}] for {data.name}, got {got}")
-    report.append(Preflight("output_shape", "PASS", f"outputs [N, {data.num_classes}]"))
-    if not out.is_floating_point():  # attacks need gradients of real-valued scores
-        fail("output_dtype", f"the model outputs {out.dtype} scores; gradient attacks need floating-point logits")
-    if not torch.isfinite(out).all():
-        fail("finite_outputs", "the model outputs NaN or inf on clean test images")
-    report.append(Preflight("finite_outputs", "PASS", "outputs are finite"))
-    report.insert(0, _eval_mode_check(model, x) if was_training else Preflight("eval_mode", "PASS", "the model is in "
-                                                                                "eval mode"))
-    # the rest are the evaluation lint's own checks; here a problem is a warning the benchmark works around
-    from robustcnn.lint import check_batch_invariance, check_deterministic, check_logits
-
-    if check_logits(model, x).status == "FAIL":
-        model = to_eval(LogOf(model))
-        report.append(Preflight("logits", "WARN", "outputs are probabilities; attacking their logarithm instead"))
-    else:
-        report.append(Preflight("logits", "PASS", "outputs look like logits"))
-    for name, check in (("deterministic", check_deterministic), ("batch_invariance", check_batch_invariance)):
-        result = check(model, x)
-        report.append(Preflight(name, "WARN" if result.status == "FAIL" else "PASS", result.detail))
-    return model, report
-
-
-def _eval_mode_check(model: nn.Module, x: torch.Tensor) -> Preflight:
-    """A model handed over in train mode (now in eval mode): WARN only when the mode changes its outputs."""
-    from robustcnn.lint import changes_with_mode
-
-    changed, diff = changes_with_mode(model, x)
-    if changed:
-        return Preflight("eval_mode", "WARN", f"the model was in train mode, where its outputs differ from eval mode's "
-                                              f"(max difference {diff:.3g}: dropout or batch norm?); switched to eval mode")
-    return Preflight("eval_mode", "PASS", "the model was in train mode, but its outputs are the same in eval mode; "
-                                          "switched to eval mode")
+from robustcnn.models import count_parameters
+from robustcnn.preflight import Preflight, load_data, load_net, preflight  # noqa: F401 (re-exported)
 
 
 # ------------------------------------------------------------------ scorecard
@@ -206,7 +144,8 @@ def benchmark(model: str | nn.Module, *, dataset: Any = "mnist", weights: str | 
               data_root: str | Path | None = None, image_size: int | None = None, device: str = "auto",
               lint: bool = True, name: str | None = None, pretrained: str | None = None,
               untrained: bool = False, suite: str = "standard", seed: int = 0, batch_size: int = 500,
-              store: str | Path | None = None, threat: str = "linf") -> Scorecard:
+              store: str | Path | None = None, threat: str = "linf", executor: str = "local", workers: int = 1,
+              address: str | None = None) -> Scorecard:
     """Load, pre-flight check and attack a model; returns its scorecard (DataFrames inside).
 
     dataset: a name, a DataBundle, an (x, y) pair of tensors in [0,1] or a torch DataLoader; the examples are
@@ -224,7 +163,10 @@ def benchmark(model: str | nn.Module, *, dataset: Any = "mnist", weights: str | 
         a unit (robustcnn.benchmark_units), so a benchmark killed midway resumes with the same numbers.
     threat: linf (default), l2, corruptions, transforms or all (robustcnn.benchmark_threats). `epsilons` are the
         L-inf budgets (L2's with threat="l2"; under "all" L2 uses default_l2_epsilons); given `attacks` are one grid
-        in their own norms (with "all", the corruptions and transforms run beside them)."""
+        in their own norms (with "all", the corruptions and transforms run beside them).
+    executor / workers / address: where the L-p attack units run (robustcnn.benchmark_spread: each attack x seed
+        in a worker process or on Ray, each with this process's thread count, so the numbers are those of a local
+        run); the model must then be named by a string and the dataset by its name."""
     from robustcnn import progress
     from robustcnn.evaluation import evaluate_model
     from robustcnn.suites import resolve_suite
@@ -243,27 +185,17 @@ def benchmark(model: str | nn.Module, *, dataset: Any = "mnist", weights: str | 
 
     t0 = time.perf_counter()
     dev = resolve_device(device)
-    if isinstance(model, str) and model in MODELS and image_size is None:
-        image_size = model_input_size(model)
-    data = as_bundle(dataset, root=data_root, image_size=image_size, device=dev)
+    spread = check_spread(executor, workers, model, dataset)
+    recipe = {"model": model, "dataset": dataset, "weights": weights, "model_args": model_args, "mean": mean,
+              "std": std, "trust_pickle": trust_pickle, "data_root": data_root, "image_size": image_size,
+              "device": str(dev), "pretrained": pretrained, "untrained": untrained}
+    data = load_data(**recipe)
     check_natural_inputs(natural, data.x_test[:1])
     grids = lp_grids(lp, threat, attacks, suite, epsilons, data.channels)
     for grid_attacks, grid_eps in grids:
         check_budget(grid_eps, grid_attacks, tuple(data.x_test.shape[1:]))  # before any work
-    if (mean is None) != (std is None):
-        raise UsageError("pass both --mean and --std, or neither")
-    net = load_model(model, dataset=data, weights=weights, model_args=model_args, trust_pickle=trust_pickle,
-                     pretrained=pretrained, untrained=untrained)
-    if mean is not None:
-        if len(mean) != data.channels or len(std) != data.channels or not all(
-                math.isfinite(v) for v in [*mean, *std]) or min(std) <= 0:
-            raise UsageError(f"--mean/--std need {data.channels} finite values each (std > 0) for {data.name}, got "
-                             f"mean {list(mean)}, std {list(std)}")
-        net = Normalized(net, mean, std)
-    net = net.to(dev)
-    data = with_model_classes(data, net)
+    net, data, checks = load_net(data, **recipe)
     label = name or (model if isinstance(model, str) else type(model).__name__)
-    net, checks = preflight(net, data)
     n = min(n_examples, len(data.y_test))
     t1 = time.perf_counter()
     clean_pred = predict(net, data.x_test[:n]).argmax(1)
@@ -274,7 +206,11 @@ def benchmark(model: str | nn.Module, *, dataset: Any = "mnist", weights: str | 
     checks.append(chance_check(correct, data.y_test[:n], data.num_classes))
     seeds = list(range(seed, seed + max(1, attack_seeds)))
     hashed = weights_hash(net)
-    units = benchmark_units(store, model_identity(model, net, hashed, model_args), dev)
+    units = benchmark_units(store, model_identity(model, net, hashed, model_args), dev, memory=spread)
+    jobs = [AttackJob(label, [a], grid_eps, n, s, min(n, batch_size)) for s in seeds for grid_attacks, grid_eps in grids
+            for a in grid_attacks]  # every attack x seed: independent units (each attack is seeded on its own)
+    spread_counts = spread_attacks(jobs, net, data, recipe, units, executor=executor, workers=workers,
+                                   address=address) if spread and jobs else None
     runs = [[evaluate_model(net, data, name=label, attacks=grid_attacks, epsilons=grid_eps, n_examples=n,
                             lint=lint and s == seed and g == 0, seed=s, batch_size=min(n, batch_size), clean_splits=(),
                             strong_lint=suite_name in ("standard", "full"), units=units)
@@ -300,7 +236,7 @@ def benchmark(model: str | nn.Module, *, dataset: Any = "mnist", weights: str | 
                      robust, lint_table, pd.DataFrame([c.__dict__ for c in checks]), cost,
                      throughput, time.perf_counter() - t0, samples, attack_seeds=len(seeds) if runs else 1,
                      suite=suite_name, off_leaderboard=_off_leaderboard(data, checks),
-                     units=dict(units.counts) if units else None, threat=threat)
+                     units=unit_counts(units, spread_counts), threat=threat)
 
 
 def lp_grids(lp: Sequence[str], threat: str, attacks: Sequence[AttackConfig] | None, suite: str,

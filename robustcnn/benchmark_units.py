@@ -45,9 +45,25 @@ def _code_hash(model: str | nn.Module) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else None
 
 
-def benchmark_units(store: str | Path | None, identity: dict[str, Any], device: torch.device) -> Units | None:
-    """The runner for a benchmark's units (None without a store: everything is computed)."""
-    if store is None:
+def benchmark_units(store: str | Path | None, identity: dict[str, Any], device: torch.device, *,
+                    memory: bool = False) -> Units | None:
+    """The runner for a benchmark's units (None without a store: everything is computed; with memory=True, for
+    units computed by workers, a store in memory)."""
+    if store is None and not memory:
         return None
-    return Units(SweepStore(store), {"unit_of": "benchmark", **identity, "device": str(device),
-                                     "threads": torch.get_num_threads()})
+    return Units(SweepStore(store) if store is not None else MemoryStore(),
+                 {"unit_of": "benchmark", **identity, "device": str(device), "threads": torch.get_num_threads()})
+
+
+class MemoryStore(SweepStore):
+    """A store that keeps records in a dict: what a worker hands back, or a benchmark's units without a folder."""
+
+    def __init__(self) -> None:
+        super().__init__("<memory>")
+        self.records: dict[str, dict[str, Any]] = {}
+
+    def get(self, pid: str) -> dict[str, Any] | None:
+        return self.records.get(pid)
+
+    def put(self, pid: str, record: dict[str, Any]) -> None:
+        self.records[pid] = record

@@ -295,46 +295,45 @@ def study(
     dataset: str = typer.Option(None, "--dataset", "-d", show_default="the config's",
                                 help="Override the config's dataset."),
     executor: str = typer.Option(None, "--executor", show_default="local",
-                                 help="Sweeps and adversarial models: local or ray."),
+                                 help="Where the points or models train: local or ray."),
     address: str = typer.Option(None, "--address", show_default="a local Ray instance",
-                                help="Sweeps and adversarial models: a Ray cluster address."),
+                                help="The Ray cluster address."),
     workers: int = typer.Option(None, "--workers", min=1, show_default="1",
-                                help="Sweeps and adversarial models: worker processes."),
+                                help="Worker processes for the points or models."),
     seed: int = typer.Option(None, "--seed", min=0, max=SEED_MAX, show_default="the config's; sweeps: its seed list",
                              help="Seed for data subsets, init, shuffling and attacks (sweeps: the only seed)."),
     data_root: Path = DATA_ROOT, device: str = DEVICE, out: Path = OUT, overrides: list[str] = SET,
     threads: int = THREADS, quiet: bool = QUIET,
 ) -> None:
-    """Run a study and write its tables, figures and report.md (sweeps and the adversarial study resume)."""
+    """Run a study and write its tables, figures and report.md (a study killed and run again resumes)."""
     _setup(threads, quiet)
     from robustcnn.config import load_config
 
     flags = {"data.dataset": dataset, "data.data_root": data_root, "device": device}
+    spread = {"executor": executor, "address": address, "workers": workers}
     if kind == StudyKind.ADVERSARIAL:
         from robustcnn.experiments.adversarial import AdversarialStudyConfig, run_adversarial_study
 
-        spread = {"executor": executor, "address": address, "workers": workers}
         cfg = load_config(AdversarialStudyConfig, config, _overrides({**flags, **spread, "seed": seed}, overrides))
         _writable(out)
         path = run_adversarial_study(cfg, out)
     elif kind == StudyKind.INVARIANCE:
         from robustcnn.experiments.invariance import InvarianceStudyConfig, run_invariance_study
 
-        cfg = load_config(InvarianceStudyConfig, config, _overrides({**flags, "seed": seed}, overrides))
+        cfg = load_config(InvarianceStudyConfig, config, _overrides({**flags, **spread, "seed": seed}, overrides))
         _writable(out)
         path = run_invariance_study(cfg, out)
     elif kind == StudyKind.LINEAGE:
         from robustcnn.experiments.lineage import LineageStudyConfig, run_lineage_study
 
-        cfg = load_config(LineageStudyConfig, config, _overrides({**flags, "seed": seed}, overrides))
+        cfg = load_config(LineageStudyConfig, config, _overrides({**flags, **spread, "seed": seed}, overrides))
         _writable(out)
         path = run_lineage_study(cfg, out)
     else:
         from robustcnn.experiments.generalization import SweepStudy, SweepStudyConfig, default_config, run_sweep_study
 
         study = SweepStudy(kind.value)
-        flags.update({"executor": executor, "address": address, "workers": workers,
-                      "seeds": [seed] if seed is not None else None})
+        flags.update({**spread, "seeds": [seed] if seed is not None else None})
         # no config file: the study's CPU profile; a config file starts from plain defaults, so nothing of the
         # CPU profile (its dataset subset, say) leaks into it
         base = default_config(study) if config is None else SweepStudyConfig(study=study)
@@ -406,18 +405,25 @@ def benchmark(
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow files that need pickled code (runs it)."),
     image_size: int = typer.Option(None, "--image-size", min=4, show_default="the dataset's; a zoo model's own",
                                    help="Resize the dataset's images to this size."),
+    executor: str = typer.Option("local", "--executor", help="Where the attack units (attack x seed) run: local or "
+                                 "ray."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes for the attack units."),
+    address: str = typer.Option(None, "--address", show_default="a local Ray instance",
+                                help="The Ray cluster address."),
     data_root: Path = DATA_ROOT, device: str = DEVICE, out: Path = OUT, threads: int = THREADS, quiet: bool = QUIET,
 ) -> None:
     """Scorecard for a model you bring: pre-flight checks, robust accuracy with intervals, lint, leaderboard."""
     _setup(threads, quiet)
     kwargs = _model_args(model_arg)
     from robustcnn.benchmark import check_run_settings
+    from robustcnn.benchmark_spread import check_spread
     from robustcnn.benchmark_threats import check_threat
     from robustcnn.suites import resolve_suite
 
     resolve_suite(suite)  # an unknown suite or threat: one line, before any work
     check_threat(threat)
     check_run_settings(name, seed, batch_size)
+    check_spread(executor, workers, model, dataset)
     names = None if attacks is None else [a.strip() for a in attacks.split(",") if a.strip()]
     if names is not None and not names:
         raise UsageError(f"--attacks '{attacks}' names no attack; see `robustcnn attacks`")
@@ -433,14 +439,14 @@ def benchmark(
               "eps": _floats(eps, "--eps"), "n_examples": n_examples,
               "attack_seeds": attack_seeds, "mean": _floats(mean, "--mean"), "std": _floats(std, "--std"),
               "trust_pickle": trust_pickle, "image_size": image_size, "name": name, "seed": seed,
-              "batch_size": batch_size, "threat": threat}
+              "batch_size": batch_size, "threat": threat, "executor": executor, "workers": workers, "address": address}
     dev = str(resolve_device(device or "auto"))
     card = run_benchmark(model, dataset=dataset, weights=weights, model_args=kwargs, attacks=names,
                          epsilons=config["eps"], n_examples=n_examples, attack_seeds=attack_seeds, mean=config["mean"],
                          std=config["std"], trust_pickle=trust_pickle, data_root=data_root, image_size=image_size,
                          device=dev, pretrained=pretrained, untrained=untrained, suite=suite, name=name, seed=seed,
                          batch_size=batch_size, store=out / ".sweep-store" / "benchmark",  # resumable (benchmark_units)
-                         threat=threat)
+                         threat=threat, executor=executor, workers=workers, address=address)
     path = write_benchmark(card, out, config=config, device=dev)
     typer.echo(f"{card.model} on {card.dataset}: clean {card.clean_accuracy:.4f}; {headline(card)} (suite {card.suite})")
     typer.echo(f"wrote {path}\nreport: {path / 'report.md'}")

@@ -30,10 +30,19 @@ import torch
 import torch.nn as nn
 
 from robustcnn import progress
-from robustcnn.attacks import AttackConfig, CountingModel, ThreatModel, as_attack_config, check_budget, predict
+from robustcnn.attacks import AttackConfig, CountingModel, ThreatModel, TorchModel, as_attack_config, check_budget, predict
 from robustcnn.data import DataBundle
 from robustcnn.errors import UsageError, check_choice
-from robustcnn.units import UnitRunner, compute_now, examples_fingerprint, frame_record, record_frame, record_tensor, tensor_record
+from robustcnn.units import (
+    UnitRunner,
+    as_frame,
+    compute_now,
+    examples_fingerprint,
+    frame_record,
+    record_frame,
+    record_tensor,
+    tensor_record,
+)
 
 DEFAULT_ATTACKS = ("fgsm", "pgd")
 DEFAULT_EPSILONS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3)
@@ -99,7 +108,7 @@ def evaluate_robustness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, a
             record = run(spec, lambda cfg=cfg: _attack_record(cfg, grid, bar))
             for eps in eps_grid if record.get("resumed") else ():
                 bar.advance(f"{cfg.name} eps={eps:.4g} (stored)")
-            sample_frames.append(record_frame(record["samples"]))
+            sample_frames.append(as_frame(record["samples"]))
             cost_rows.append(record["cost"])
             adversarials.update({(cfg.name, eps): record_tensor(adv) for eps, adv in zip(eps_grid, record["adversarials"])})
     samples = pd.concat(sample_frames, ignore_index=True)
@@ -132,7 +141,9 @@ def _attack_record(cfg: AttackConfig, g: _Grid, bar: Any) -> dict[str, Any]:
     """One attack over the epsilon grid as a unit record (robustcnn.units): its per-sample outcomes, its cost, and
     the adversarials of the first `keep` examples at each epsilon (in grid order)."""
     torch.manual_seed(g.seed)
-    attacker = _Attacker(cfg.build(), g.fmodel, g.x, g.y, cfg.threat_model, g.batch_size)
+    attack = cfg.build()
+    model = TorchModel(g.counter) if getattr(attack, "torch_model", False) else g.fmodel  # ours skip foolbox's wrapper
+    attacker = _Attacker(attack, model, g.x, g.y, cfg.threat_model, g.batch_size)
     g.counter.forwards = g.counter.backwards = 0
     t0 = time.perf_counter()
     states = _minimal_states if cfg.minimal else _incremental_states
@@ -146,7 +157,7 @@ def _attack_record(cfg: AttackConfig, g: _Grid, bar: Any) -> dict[str, Any]:
         torch.cuda.synchronize(g.x.device)
     cost = {"attack": cfg.name, "seconds": time.perf_counter() - t0, "forward_passes": g.counter.forwards,
             "backward_passes": g.counter.backwards}
-    return {"samples": frame_record(pd.concat(frames, ignore_index=True)), "cost": cost, "adversarials": kept}
+    return {"samples": pd.concat(frames, ignore_index=True), "cost": cost, "adversarials": kept}
 
 
 class _State(NamedTuple):

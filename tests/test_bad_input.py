@@ -145,6 +145,10 @@ CASES: list[tuple[str, Case, str]] = [
      "--mean must be finite numbers"),
     ("missing-data-root", lambda t: ["train", "--data-root", str(t / "nowhere")], "nowhere (--data-root) does not"),
     ("no-attacks", lambda t: ["benchmark", "lenet5", *BENCH[:-4], "--attacks", ""], "names no attack"),
+    ("lineage-workers-0", lambda t: ["study", "lineage", "-s", "workers=0"], "workers must be at least 1, got 0"),
+    ("invariance-workers-0", lambda t: ["study", "invariance", "--workers", "0"], "Invalid value for '--workers'"),
+    ("invariance-executor", lambda t: ["study", "invariance", "--executor", "spark"], "'spark'"),
+    ("benchmark-executor", lambda t: ["benchmark", "lenet5", *BENCH, "--executor", "spark"], "unknown executor 'spark'"),
     # model files and factories
     ("factory-raises", lambda t: ["benchmark", f"{factories(t)}:boom", *BENCH], "raised RuntimeError"),
     ("integer-outputs", lambda t: ["benchmark", f"{factories(t)}:integer_scores", *BENCH], "output_dtype"),

@@ -28,7 +28,7 @@ STUDY = ["study", "adversarial", "--device", "cpu", "--threads", "1", "-s", "dat
          "-s", "evaluation.epsilons=[0, 0.1]", "-s", "evaluation.lint_examples=20",
          "-s", 'evaluation.attacks=["fgsm", {name="pgd", steps=5}]', "-s", "evaluation.gallery=2"]
 STUDY_UNITS = 8  # 2 models + 2 x (fgsm, pgd, lint)
-TIMING = ("seconds", "eval_seconds")  # wall-clock columns: the only ones a rerun may change
+TIMING = ("seconds", "eval_seconds", "train_seconds")  # wall-clock columns: the only ones a rerun may change
 
 
 def robustcnn(args: list[str], out: Path, **kw) -> subprocess.Popen:
@@ -273,3 +273,23 @@ def test_an_evaluation_unit_is_not_reused_for_other_examples_of_the_same_count(t
         clean = (trained_lenet(other.x_test[:n]).argmax(1) == other.y_test[:n]).float().mean().item()
     at0 = ev.robust[(ev.robust["attack"] == "fgsm") & (ev.robust["epsilon"] == 0.0)]["robust_accuracy"].item()
     assert at0 == pytest.approx(clean)
+
+
+def test_a_stored_table_reads_back_exactly_with_its_dtypes(tmp_path):
+    """A unit's DataFrame is stored as a frame_record and read back (as_frame) equal to the original, dtypes and
+    NaNs included, through the JSON on disk; the run that computed it gets the DataFrame itself."""
+    from robustcnn.sweep import SweepStore
+    from robustcnn.units import Units, as_frame
+
+    n = 7
+    table = pd.DataFrame({"index": range(n), "label": np.arange(n, dtype=np.int64) % 3, "attack": "pgd",
+                          "correct": np.arange(n) % 2 == 0, "norm": (np.arange(n) / 7).astype(np.float32),
+                          "l2": np.where(np.arange(n) % 3 == 0, np.nan, np.arange(n) / 3),
+                          "kind": pd.Categorical(["a", "b"] * 3 + ["a"])})
+    units = Units(SweepStore(tmp_path))
+    fresh = units({"unit": "t"}, lambda: {"samples": table})
+    assert fresh["samples"] is table and not fresh["resumed"]
+    again = units({"unit": "t"}, lambda: pytest.fail("a stored unit was computed again"))
+    assert again["resumed"]
+    pd.testing.assert_frame_equal(as_frame(again["samples"]), table, check_exact=True)
+    assert as_frame(again["samples"]).dtypes.to_dict() == table.dtypes.to_dict()

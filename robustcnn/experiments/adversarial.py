@@ -8,9 +8,7 @@ every model with convolution or pooling layers: kernels and feature maps, clean 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,13 +20,13 @@ from robustcnn.attacks import AttackConfig, ThreatModel, check_budget
 from robustcnn.data import DataBundle
 from robustcnn.errors import UsageError
 from robustcnn.evaluation import DEFAULT_ATTACKS, DEFAULT_EPSILONS, Curve, as_curve, evaluate_model
-from robustcnn.experiments.common import DataCache, DataSpec, ModelSpec, model_point, restore_model, save_training, train_unit
+from robustcnn.experiments.common import DataCache, DataSpec, ModelSpec, restore_model, save_training, train_models, unit_counts
 from robustcnn.progress import track
 from robustcnn.radius import radius_summary, robustness_radii
 from robustcnn.report import redraw
 from robustcnn.results import RunFolder, atomic_write_bytes, write_table
 from robustcnn.suites import resolve_suite, suite_label
-from robustcnn.sweep import Executor, run_sweep
+from robustcnn.sweep import Executor
 from robustcnn.train import AdversarialTraining, TrainConfig, resolve_device
 from robustcnn.units import BlobStore, Units, examples_fingerprint, record_tensor, tensor_record
 
@@ -178,10 +176,12 @@ def run_adversarial_study(config: AdversarialStudyConfig, out: str | Path = "res
     for spec in config.models:  # L2 budgets depend on the image size: check them before any training
         check_budget(ev.epsilons, ev.attacks, tuple(cache.for_model(spec.architecture).x_test.shape[1:]))
         check_anatomy_index(config.anatomy_index, cache.for_model(spec.architecture))
-    store, threads = BlobStore(Path(out) / ".sweep-store" / "adversarial"), torch.get_num_threads()
+    store = BlobStore(Path(out) / ".sweep-store" / "adversarial")
     with RunFolder(out, "adversarial", config=config, seed=config.seed, device=str(device),
                    on_finish=lambda path: redraw(path, kind="adversarial")) as run:
-        trained = _train_models(config, store, device, threads, progress)
+        trained = train_models(config.models, config.data, seed=config.seed, device=device, store=store,
+                               executor=config.executor, workers=config.workers, address=config.address,
+                               progress=progress)
         units = Units(store)
         evaluations, gallery, radius_frames, growth = [], {}, [], []
         for spec, record in track(list(zip(config.models, trained)), "adversarial", describe=lambda m: m[0].name,
@@ -221,22 +221,8 @@ def run_adversarial_study(config: AdversarialStudyConfig, out: str | Path = "res
             write_growth_table(run.path, growth, index=config.anatomy_index, epsilon=config.anatomy_budget)
         run.extra["attack_settings"] = [{"name": a.name, "threat_model": a.threat_model.value, "restarts": a.restarts,
                                          **a.settings()} for a in ev.attacks]  # defaults resolved, for the report
-        run.extra["units"] = {"store": str(store.directory), "threads_per_unit": threads, "models": len(trained),
-                              "models_resumed": sum(bool(r["resumed"]) for r in trained),
-                              "evaluation_units": units.counts["units"],
-                              "evaluation_units_resumed": units.counts["resumed"]}
+        run.extra["units"] = unit_counts(store, trained, units)
     return run.path
-
-
-def _train_models(config: AdversarialStudyConfig, store: BlobStore, device: torch.device, threads: int,
-                  progress: bool | None) -> list[dict[str, Any]]:
-    """Every model as a unit through the sweep engine (locally, in worker processes or on Ray), in config order;
-    models already in the store are not trained again."""
-    points = [model_point(spec, config.data, seed=config.seed, device=device, threads=threads) for spec in config.models]
-    local = Executor(config.executor) == Executor.LOCAL and config.workers == 1
-    fn = partial(train_unit, progress=progress) if local else train_unit  # workers train silently
-    return run_sweep(points, fn, store=store, executor=config.executor, workers=config.workers, address=config.address,
-                     progress=progress, label="models", describe=lambda point: point["model"]["name"])
 
 
 def _radii(model: nn.Module, data: DataBundle, name: str, ev: EvaluationConfig, seed: int, units: Units) -> pd.DataFrame:

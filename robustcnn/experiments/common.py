@@ -1,8 +1,10 @@
 """What every experiment shares: model specs, loading data at the size each model needs, fitting, saving."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +15,9 @@ from robustcnn.data import DataBundle, Randomization, load_dataset
 from robustcnn.errors import UsageError
 from robustcnn.models import create_model, model_input_size
 from robustcnn.results import atomic_write_bytes, inside, safe_name, to_jsonable, write_table
+from robustcnn.sweep import Executor, SweepStore, run_sweep
 from robustcnn.train import TrainConfig, TrainResult, resolve_device, seed_everything, train
-from robustcnn.units import frame_record, load_state, record_frame, state_bytes
+from robustcnn.units import Units, frame_record, load_state, record_frame, state_bytes
 
 
 class Checkpoint(str, Enum):
@@ -59,14 +62,15 @@ class DataSpec:
 
 
 class DataCache:
-    """Loads a dataset once per input size (lenet5 wants 28x28, alexnet_cifar 32x32) and keeps it."""
+    """Loads a dataset once per input size (lenet5 wants 28x28, alexnet_cifar 32x32) and keeps it.
+    image_size: the size for models without a fixed input size (None: the dataset's own)."""
 
-    def __init__(self, spec: DataSpec, *, seed: int, device: torch.device) -> None:
-        self.spec, self.seed, self.device = spec, seed, device
+    def __init__(self, spec: DataSpec, *, seed: int, device: torch.device, image_size: int | None = None) -> None:
+        self.spec, self.seed, self.device, self.image_size = spec, seed, device, image_size
         self._by_size: dict[int | None, DataBundle] = {}
 
     def for_model(self, arch: str) -> DataBundle:
-        size = model_input_size(arch)
+        size = model_input_size(arch) or self.image_size
         if size not in self._by_size:
             s = self.spec
             self._by_size[size] = load_dataset(s.dataset, root=s.data_root, image_size=size,
@@ -88,11 +92,28 @@ def fit(spec: ModelSpec, data: DataBundle, *, seed: int, device: torch.device,
 
 
 # ------------------------------------------------------------------ a trained model as a unit (robustcnn.units)
-def model_point(spec: ModelSpec, data: DataSpec, *, seed: int, device: torch.device, threads: int) -> dict[str, Any]:
-    """Everything that decides a trained model: its spec, its data, the seed, the device and the CPU thread count
-    (which changes the float sums, so a point always trains with the same count, wherever it runs)."""
-    return {"unit": "train", "model": to_jsonable(spec), "data": to_jsonable(data), "seed": seed,
-            "device": str(device), "threads": threads}
+def model_point(spec: ModelSpec, data: DataSpec, *, seed: int, device: torch.device, threads: int,
+                image_size: int | None = None) -> dict[str, Any]:
+    """Everything that decides a trained model: its spec, its data (and the image size of a study that resizes
+    every model's data), the seed, the device and the CPU thread count (which changes the float sums, so a point
+    always trains with the same count, wherever it runs)."""
+    point = {"unit": "train", "model": to_jsonable(spec), "data": to_jsonable(data), "seed": seed,
+             "device": str(device), "threads": threads}
+    return point if image_size is None else {**point, "image_size": image_size}  # absent: the ids of before
+
+
+def train_models(specs: list[ModelSpec], data: DataSpec, *, seed: int, device: torch.device, store: SweepStore,
+                 executor: Executor | str = Executor.LOCAL, workers: int = 1, address: str | None = None,
+                 image_size: int | None = None, progress: bool | None = None) -> list[dict[str, Any]]:
+    """Every model as a unit through the sweep engine (here, in worker processes or on Ray), in the specs' order;
+    models already in the store are not trained again. Each trains with this process's CPU thread count
+    wherever it runs, so the numbers do not depend on where. Records: train_unit's (restore_model reads them)."""
+    threads = torch.get_num_threads()
+    points = [model_point(s, data, seed=seed, device=device, threads=threads, image_size=image_size) for s in specs]
+    local = Executor(executor) == Executor.LOCAL and workers == 1
+    fn = partial(train_unit, progress=progress) if local else train_unit  # workers train silently
+    return run_sweep(points, fn, store=store, executor=executor, workers=workers, address=address,
+                     progress=progress, label="models", describe=lambda point: point["model"]["name"])
 
 
 def train_unit(point: dict[str, Any], progress: bool | None = False) -> dict[str, Any]:
@@ -103,13 +124,24 @@ def train_unit(point: dict[str, Any], progress: bool | None = False) -> dict[str
 
     apply_threads(point["threads"])
     spec, device = from_dict(ModelSpec, point["model"]), resolve_device(point["device"])
-    data = DataCache(from_dict(DataSpec, point["data"]), seed=point["seed"], device=device).for_model(spec.architecture)
+    data = DataCache(from_dict(DataSpec, point["data"]), seed=point["seed"], device=device,
+                     image_size=point.get("image_size")).for_model(spec.architecture)
     _, result = fit(spec, data, seed=point["seed"], device=device, progress=progress)
     blobs = {"final": state_bytes(result.final_state)}
     if result.best_state is not None:
         blobs["best"] = state_bytes(result.best_state)
     return {"history": frame_record(result.history), "best_epoch": result.best_epoch, "monitor": result.monitor,
-            "blobs": blobs}
+            "blobs": blobs, "pid": os.getpid()}  # pid: which process trained it (a worker, or the run itself)
+
+
+def unit_counts(store: SweepStore, trained: list[dict[str, Any]], units: Units | None = None) -> dict[str, Any]:
+    """What a study's manifest says of its units: where they are stored, the thread count each model trained
+    with, and how many models and evaluation units came from the store (a resumed run) rather than computed."""
+    counts = {"store": str(store.directory), "threads_per_unit": torch.get_num_threads(), "models": len(trained),
+              "models_resumed": sum(bool(r["resumed"]) for r in trained)}
+    if units is not None:
+        counts.update(evaluation_units=units.counts["units"], evaluation_units_resumed=units.counts["resumed"])
+    return counts
 
 
 def restore_model(spec: ModelSpec, record: dict[str, Any], data: DataBundle, *, seed: int,

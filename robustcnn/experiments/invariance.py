@@ -20,15 +20,17 @@ import torch.nn as nn
 
 from robustcnn import invariance as inv
 from robustcnn.corruptions import as_corruption, corrupt, corruption_set
-from robustcnn.data import DataBundle, Randomization, load_dataset
+from robustcnn.data import DataBundle, Randomization
 from robustcnn.errors import UsageError
-from robustcnn.experiments.common import DataSpec, ModelSpec, fit, save_training
+from robustcnn.experiments.common import DataCache, DataSpec, ModelSpec, restore_model, save_training, train_models, unit_counts
 from robustcnn.models import model_input_size
 from robustcnn.progress import track
 from robustcnn.report import redraw
 from robustcnn.results import RunFolder, atomic_write_bytes, write_table
+from robustcnn.sweep import Executor
 from robustcnn.train import TrainConfig, resolve_device
 from robustcnn.transforms import RANDOM, Transform, apply_transform, as_transform, check_magnitude, generator
+from robustcnn.units import BlobStore
 
 
 @dataclass(frozen=True)
@@ -121,11 +123,16 @@ class InvarianceStudyConfig:
     evaluation: InvarianceEvaluation = field(default_factory=InvarianceEvaluation)
     claims: list[Claim] = field(default_factory=_default_claims)
     baseline: str | None = "mlp"  # claims compare every model with this one (no convolution, no pooling)
+    executor: Executor = Executor.LOCAL  # where the models train (robustcnn.sweep), as in the adversarial study
+    workers: int = 1
+    address: str | None = None
 
     def __post_init__(self) -> None:
         names = [m.name for m in self.models]
         if not names or len(set(names)) != len(names):
             raise UsageError(f"models need distinct names, got {names}")
+        if self.workers < 1:
+            raise UsageError(f"workers must be at least 1, got {self.workers}")
         if self.data.label_noise or Randomization(self.data.randomization) != Randomization.NONE:
             raise UsageError("the invariance study trains on clean data; leave data.label_noise and data.randomization unset")
         for m in self.models:
@@ -140,20 +147,22 @@ class InvarianceStudyConfig:
 
 def run_invariance_study(config: InvarianceStudyConfig, out: str | Path = "results", *,
                          progress: bool | None = None) -> Path:
-    """Train every model of the config, measure them all, and write `<out>/invariance/<run-id>/`."""
+    """Train every model of the config, measure them all, and write `<out>/invariance/<run-id>/`.
+
+    Resumable: each trained model is a unit in `<out>/.sweep-store/invariance/` (as in the adversarial study);
+    the same study into the same `out` after a kill trains only the models that were not finished."""
     device = resolve_device(config.device)
-    s = config.data
-    loaded: dict[int | None, DataBundle] = {}
+    cache = DataCache(config.data, seed=config.seed, device=device, image_size=config.image_size)
+    store = BlobStore(Path(out) / ".sweep-store" / "invariance")
     with RunFolder(out, "invariance", config=config, seed=config.seed, device=str(device),
                    on_finish=lambda path: redraw(path, kind="invariance")) as run:
+        records = train_models(config.models, config.data, seed=config.seed, device=device, store=store,
+                               executor=config.executor, workers=config.workers, address=config.address,
+                               image_size=config.image_size, progress=progress)
         groups: dict[int, tuple[DataBundle, dict[str, nn.Module]]] = {}
-        for spec in track(config.models, "invariance: train", describe=lambda s: s.name, enabled=progress):
-            size = model_input_size(spec.architecture) or config.image_size
-            if size not in loaded:
-                loaded[size] = load_dataset(s.dataset, root=s.data_root, image_size=size, train_subset=s.train_subset,
-                                            seed=config.seed, device=device)
-            data = loaded[size]
-            model, trained = fit(spec, data, seed=config.seed, device=device, progress=progress)
+        for spec, record in zip(config.models, records):
+            data = cache.for_model(spec.architecture)
+            model, trained = restore_model(spec, record, data, seed=config.seed, device=device)
             save_training(run.path, spec.name, trained, checkpoints=config.checkpoints)
             groups.setdefault(id(data), (data, {}))[1][spec.name] = model
         tables: dict[str, list[pd.DataFrame]] = {}
@@ -171,6 +180,7 @@ def run_invariance_study(config: InvarianceStudyConfig, out: str | Path = "resul
             write_table(run.path, name, df, title=TITLES[name], markdown=name != "shift_grid")
         data = next(iter(groups.values()))[0]
         save_gallery(run.path / "data" / "gallery.npz", data, config.evaluation, seed=config.seed)
+        run.extra["units"] = unit_counts(store, records)
     return run.path
 
 

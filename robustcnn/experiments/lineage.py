@@ -18,23 +18,21 @@ import pandas as pd
 import torch
 
 from robustcnn.anatomy import check_anatomy_index, save_study_anatomy, write_growth_table
-from robustcnn.data import DataBundle, load_dataset
+from robustcnn.data import DataBundle
 from robustcnn.errors import UsageError
+from robustcnn.evaluation import evaluate_model
 from robustcnn.experiments.adversarial import EvaluationConfig
-from robustcnn.experiments.common import DataSpec, ModelSpec, fit, save_training
+from robustcnn.experiments.common import DataCache, DataSpec, ModelSpec, restore_model, save_training, train_models, unit_counts
 from robustcnn.invariance import transform_accuracy
 from robustcnn.learning_rules import learning_rule_of
-from robustcnn.models import count_parameters, model_input_size
+from robustcnn.models import count_parameters
 from robustcnn.progress import track
 from robustcnn.report import redraw
 from robustcnn.results import RunFolder, write_table
+from robustcnn.sweep import Executor
 from robustcnn.train import TrainConfig, resolve_device
 from robustcnn.transforms import Transform
-
-try:  # the evaluation harness moved out of the adversarial study; either home serves
-    from robustcnn.evaluation import evaluate_model
-except ImportError:  # pragma: no cover
-    from robustcnn.experiments.adversarial import evaluate_model
+from robustcnn.units import BlobStore, Units
 
 SHIFT_PIXELS = 2  # the invariance study's 'shift' claim: random integer shifts, dx and dy each within +-2 px
 SHIFT_COLUMN = f"shift{SHIFT_PIXELS}_accuracy"
@@ -58,7 +56,8 @@ def _default_evaluation() -> EvaluationConfig:
 @dataclass(frozen=True)
 class LineageStudyConfig:
     """anatomy_index: the test image whose feature maps are drawn for every CNN (-1: no anatomy figures);
-    anatomy_epsilon: the PGD epsilon of its adversarial example (L-inf, fraction of the pixel range)."""
+    anatomy_epsilon: the PGD epsilon of its adversarial example (L-inf, fraction of the pixel range).
+    executor / workers / address: where the models train (robustcnn.sweep), as in the adversarial study."""
 
     name: str = "digits-cpu"
     description: str = "perceptron, neocognitron, lenet5 and lenet5_1998 on scikit-learn digits (28x28)"
@@ -71,11 +70,16 @@ class LineageStudyConfig:
     evaluation: EvaluationConfig = field(default_factory=_default_evaluation)
     anatomy_index: int = 0
     anatomy_epsilon: float = 0.1
+    executor: Executor = Executor.LOCAL
+    workers: int = 1
+    address: str | None = None
 
     def __post_init__(self) -> None:
         names = [m.name for m in self.models]
         if not names or len(set(names)) != len(names):
             raise UsageError(f"models need distinct names, got {names}")
+        if self.workers < 1:
+            raise UsageError(f"workers must be at least 1, got {self.workers}")
         if self.image_size < 8:
             raise UsageError(f"image_size must be at least 8, got {self.image_size}")
         if self.anatomy_index < -1:
@@ -84,16 +88,6 @@ class LineageStudyConfig:
         if not 0 <= self.anatomy_epsilon <= 1:
             raise UsageError(f"anatomy_epsilon must be in [0, 1] (a fraction of the pixel range), got "
                              f"{self.anatomy_epsilon}")
-
-
-def _data_for(config: LineageStudyConfig, arch: str, device: torch.device, cache: dict[int, DataBundle]) -> DataBundle:
-    size = model_input_size(arch) or config.image_size
-    if size not in cache:
-        s = config.data
-        cache[size] = load_dataset(s.dataset, root=s.data_root, image_size=size, train_subset=s.train_subset,
-                                   label_noise=s.label_noise, uniform_noise=s.uniform_noise, randomization=s.randomization,
-                                   seed=config.seed, device=device)
-    return cache[size]
 
 
 def _rule(model: torch.nn.Module, spec: ModelSpec) -> str:
@@ -105,21 +99,32 @@ def _rule(model: torch.nn.Module, spec: ModelSpec) -> str:
 
 
 def run_lineage_study(config: LineageStudyConfig, out: str | Path = "results", *, progress: bool | None = None) -> Path:
-    """Train every model of the config by its own rule, evaluate each, write `<out>/lineage/<run-id>/`."""
+    """Train every model of the config by its own rule, evaluate each, write `<out>/lineage/<run-id>/`.
+
+    Resumable as the adversarial study is: each trained model and each model x attack and lint is a unit in
+    `<out>/.sweep-store/lineage/`; the same study into the same `out` after a kill reuses the finished units."""
     device = resolve_device(config.device)
     ev = config.evaluation
-    cache: dict[int, DataBundle] = {}
+    cache = DataCache(config.data, seed=config.seed, device=device, image_size=config.image_size)
+    for spec in config.models:  # before any training
+        check_anatomy_index(config.anatomy_index, cache.for_model(spec.architecture))
+    store = BlobStore(Path(out) / ".sweep-store" / "lineage")
     with RunFolder(out, "lineage", config=config, seed=config.seed, device=str(device),
                    on_finish=lambda path: redraw(path, kind="lineage")) as run:
+        trained_units = train_models(config.models, config.data, seed=config.seed, device=device, store=store,
+                                     executor=config.executor, workers=config.workers, address=config.address,
+                                     image_size=config.image_size, progress=progress)
+        units = Units(store)
         rows, evaluations, growth = [], [], []
-        for spec in track(config.models, "lineage", describe=lambda s: s.name, enabled=progress):  # line per model
-            data = _data_for(config, spec.architecture, device, cache)
-            check_anatomy_index(config.anatomy_index, data)  # before any training
-            model, trained = fit(spec, data, seed=config.seed, device=device, progress=progress)
+        for spec, record in track(list(zip(config.models, trained_units)), "lineage", describe=lambda m: m[0].name,
+                                  enabled=progress):  # a line per model
+            data = cache.for_model(spec.architecture)
+            model, trained = restore_model(spec, record, data, seed=config.seed, device=device)
             save_training(run.path, spec.name, trained, checkpoints=config.checkpoints)
             e = evaluate_model(model, data, name=spec.name, attacks=ev.attacks, epsilons=ev.epsilons,
                                curve=ev.curve, n_examples=ev.n_examples, batch_size=ev.batch_size, lint=ev.lint,
-                               lint_examples=ev.lint_examples, seed=config.seed)
+                               lint_examples=ev.lint_examples, seed=config.seed,
+                               units=units.bind(model=record["point_id"]))
             evaluations.append(e)
             robust = e.robust[e.robust["epsilon"] == max(ev.epsilons)].set_index("attack")["robust_accuracy"]
             clean = e.clean.set_index("split")["accuracy"]
@@ -145,6 +150,7 @@ def run_lineage_study(config: LineageStudyConfig, out: str | Path = "results", *
             name = {"robust": "robust_accuracy", "clean": "clean_accuracy", "cost": "attack_cost"}.get(table, table)
             write_table(run.path, name, df, title=title)
         write_growth_table(run.path, growth, index=config.anatomy_index, epsilon=config.anatomy_epsilon)
+        run.extra["units"] = unit_counts(store, trained_units, units)
     return run.path
 
 

@@ -1,0 +1,159 @@
+"""`benchmark --workers N` / `--executor ray`: a benchmark's L-p attack units (each attack x attack seed) computed
+in worker processes or on a Ray cluster, through the sweep engine (robustcnn.sweep.run_sweep).
+
+Each worker loads the model and the data again from the benchmark's own recipe (the same loading code,
+robustcnn.benchmark.load_data / load_net), checks that the model it built has the weights the benchmark scores
+(weights_hash), sets the benchmark's CPU thread count, and runs one attack through evaluate_model exactly as the
+benchmark does, into a store in memory; the unit records it hands back are put in the benchmark's store under
+the ids a local run gives them. The benchmark then makes its usual pass, which finds every attack unit stored:
+the numbers are a local run's, bit for bit. Units already stored (a resumed benchmark) are not sent out. The lint
+and the natural threats run here.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn as nn
+
+from robustcnn.attacks import AttackConfig
+from robustcnn.data import DataBundle
+from robustcnn.errors import UsageError
+from robustcnn.sweep import Executor, SweepStore, point_id, run_sweep
+from robustcnn.units import Units
+
+
+class AttackJob(NamedTuple):
+    """One attack unit as the benchmark's evaluate_model call makes it (its arguments, one attack)."""
+
+    label: str
+    attacks: list[AttackConfig]
+    epsilons: list[float]
+    n: int
+    seed: int
+    batch_size: int
+
+
+def check_spread(executor: str, workers: int, model: Any, dataset: Any) -> bool:
+    """Whether the attack units go to workers; one line for settings a worker cannot follow."""
+    try:
+        executor = Executor(executor)
+    except ValueError:
+        raise UsageError(f"unknown executor {executor!r}; choose local or ray") from None
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise UsageError(f"workers must be a whole number >= 1, got {workers!r}")
+    spread = executor == Executor.RAY or workers > 1
+    if spread and not (isinstance(model, str) and isinstance(dataset, str)):
+        raise UsageError("workers load the model and the data themselves: with --workers or --executor ray, name the "
+                         "model (a zoo name or a file) and the dataset (a name) rather than passing objects")
+    return spread
+
+
+def _evaluate(net: nn.Module, data: DataBundle, job: AttackJob, units: Any) -> None:
+    """The benchmark's evaluate_model call for one attack, without its lint (the lint runs in the benchmark)."""
+    from robustcnn.evaluation import evaluate_model
+
+    evaluate_model(net, data, name=job.label, attacks=job.attacks, epsilons=job.epsilons, n_examples=job.n,
+                   lint=False, seed=job.seed, batch_size=job.batch_size, clean_splits=(), units=units)
+
+
+class _Probed(Exception):
+    pass
+
+
+def job_unit_id(job: AttackJob, net: nn.Module, data: DataBundle, units: Units) -> str:
+    """The id the benchmark's own pass gives this job's unit, found by running that pass until the unit is asked for
+    (so the id comes from the very code that makes it, not from a copy of it)."""
+    found: list[str] = []
+
+    def probe(spec: dict[str, Any], compute: Any) -> dict[str, Any]:
+        found.append(point_id({**units.context, **spec}))
+        raise _Probed
+
+    from robustcnn import progress
+
+    try:
+        with progress.task("unit ids", 0, enabled=False):  # silent: nothing is attacked
+            _evaluate(net, data, job, probe)
+    except _Probed:
+        pass
+    if len(found) != 1:  # pragma: no cover (the pass asks for exactly one unit per attack)
+        raise RuntimeError(f"the attack job {job} asked for {len(found)} units")
+    return found[0]
+
+
+class _Into(SweepStore):
+    """run_sweep's store for the jobs: nothing is stored per job; a finished job's unit records go into `target`
+    (the benchmark's store) as it arrives, so a killed run keeps them."""
+
+    def __init__(self, target: SweepStore) -> None:
+        super().__init__(target.directory)
+        self.target = target
+
+    def get(self, pid: str) -> dict[str, Any] | None:
+        return None
+
+    def put(self, pid: str, record: dict[str, Any]) -> None:
+        for unit_id, unit_record in record["records"].items():
+            self.target.put(unit_id, unit_record)
+
+
+def spread_attacks(jobs: list[AttackJob], net: nn.Module, data: DataBundle, recipe: dict[str, Any], units: Units, *,
+                   executor: str, workers: int, address: str | None) -> dict[str, Any]:
+    """Compute the jobs whose units are not stored yet in workers; returns how many went out, how many processes
+    (other than this one) computed them and the CPU thread counts they ran with (this process's, always)."""
+    from robustcnn.model_loading import weights_hash
+
+    todo = [job for job in jobs if units.store.get(job_unit_id(job, net, data, units)) is None]
+    recipe = {**recipe, **{k: str(Path(recipe[k]).resolve()) for k in ("weights", "data_root") if recipe[k]},
+              "model": _absolute_model(recipe["model"])}  # a worker (or Ray) may start elsewhere
+    points = [{"recipe": recipe, "job": job._asdict(), "context": units.context, "weights": weights_hash(net)}
+              for job in todo]
+    results = run_sweep(points, attack_job, store=_Into(units.store), executor=executor, workers=workers,
+                        address=address, label="attack units", describe=_describe)
+    return {"computed_by_workers": len(todo), "worker_processes": len({r["pid"] for r in results} - {os.getpid()}),
+            "worker_threads": sorted({r["threads"] for r in results})}
+
+
+def _absolute_model(model: str) -> str:
+    """A model file's path made absolute (`file.py:factory` or a model file); other names as they are."""
+    target, colon, factory = model.rpartition(":")
+    if colon and target.endswith(".py") and Path(target).is_file():
+        return f"{Path(target).resolve()}:{factory}"
+    return str(Path(model).resolve()) if Path(model).is_file() else model
+
+
+def _describe(point: dict[str, Any]) -> str:
+    job = point["job"]
+    return f"{job['attacks'][0].name} seed {job['seed']}"
+
+
+def attack_job(point: dict[str, Any]) -> dict[str, Any]:
+    """One attack unit in a worker (module-level: spawned processes and Ray pickle it): its records by unit id."""
+    from robustcnn.benchmark_units import MemoryStore
+    from robustcnn.devices import apply_threads
+    from robustcnn.model_loading import weights_hash
+    from robustcnn.preflight import load_data, load_net
+
+    apply_threads(point["context"]["threads"])  # the benchmark's count: the same float sums, the same numbers
+    recipe = point["recipe"]
+    net, data, _ = load_net(load_data(**recipe), **recipe)
+    if weights_hash(net) != point["weights"]:
+        raise UsageError(f"a worker built {recipe['model']!r} with other weights than the benchmark's (a random "
+                         "initialisation, or files that differ on this machine); run without --workers/--executor")
+    store = MemoryStore()
+    _evaluate(net, data, AttackJob(**point["job"]), Units(store, point["context"]))
+    return {"records": store.records, "pid": os.getpid(), "threads": torch.get_num_threads()}
+
+
+def unit_counts(units: Units | None, spread: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The scorecard's unit counts: `resumed` counts units from an earlier run only, not those workers just
+    computed (the benchmark's own pass reads those from the store too)."""
+    if units is None:
+        return None
+    counts = dict(units.counts)
+    if spread:
+        counts = {**counts, "resumed": counts["resumed"] - spread["computed_by_workers"], **spread}
+    return counts
