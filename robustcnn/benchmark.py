@@ -185,7 +185,7 @@ def benchmark(model: str | nn.Module, *, dataset: Any = "mnist", weights: str | 
 
     t0 = time.perf_counter()
     dev = resolve_device(device)
-    spread = check_spread(executor, workers, model, dataset)
+    spread = check_spread(executor, workers, model, dataset, address=address, untrained=untrained)
     recipe = {"model": model, "dataset": dataset, "weights": weights, "model_args": model_args, "mean": mean,
               "std": std, "trust_pickle": trust_pickle, "data_root": data_root, "image_size": image_size,
               "device": str(dev), "pretrained": pretrained, "untrained": untrained}
@@ -194,6 +194,8 @@ def benchmark(model: str | nn.Module, *, dataset: Any = "mnist", weights: str | 
     grids = lp_grids(lp, threat, attacks, suite, epsilons, data.channels)
     for grid_attacks, grid_eps in grids:
         check_budget(grid_eps, grid_attacks, tuple(data.x_test.shape[1:]))  # before any work
+        if len({a.name for a in grid_attacks}) != len(grid_attacks):
+            raise UsageError(f"each attack may appear once in a grid, got {[a.name for a in grid_attacks]}")
     net, data, checks = load_net(data, **recipe)
     label = name or (model if isinstance(model, str) else type(model).__name__)
     n = min(n_examples, len(data.y_test))
@@ -207,12 +209,13 @@ def benchmark(model: str | nn.Module, *, dataset: Any = "mnist", weights: str | 
     seeds = list(range(seed, seed + max(1, attack_seeds)))
     hashed = weights_hash(net)
     units = benchmark_units(store, model_identity(model, net, hashed, model_args), dev, memory=spread)
-    jobs = [AttackJob(label, [a], grid_eps, n, s, min(n, batch_size)) for s in seeds for grid_attacks, grid_eps in grids
+    batch = min(n, batch_size)  # one value for the workers' jobs and the pass below: their units' ids must agree
+    jobs = [AttackJob(label, [a], grid_eps, n, s, batch) for s in seeds for grid_attacks, grid_eps in grids
             for a in grid_attacks]  # every attack x seed: independent units (each attack is seeded on its own)
     spread_counts = spread_attacks(jobs, net, data, recipe, units, executor=executor, workers=workers,
                                    address=address) if spread and jobs else None
     runs = [[evaluate_model(net, data, name=label, attacks=grid_attacks, epsilons=grid_eps, n_examples=n,
-                            lint=lint and s == seed and g == 0, seed=s, batch_size=min(n, batch_size), clean_splits=(),
+                            lint=lint and s == seed and g == 0, seed=s, batch_size=batch, clean_splits=(),
                             strong_lint=suite_name in ("standard", "full"), units=units)
              for g, (grid_attacks, grid_eps) in enumerate(grids)]  # the lint runs on the first grid (L-inf if any)
             for s in progress.track(seeds if grids else [], f"benchmark {label}", describe=lambda s: f"attack seed {s} done")]

@@ -2,7 +2,7 @@
 in worker processes or on a Ray cluster, through the sweep engine (robustcnn.sweep.run_sweep).
 
 Each worker loads the model and the data again from the benchmark's own recipe (the same loading code,
-robustcnn.benchmark.load_data / load_net), checks that the model it built has the weights the benchmark scores
+robustcnn.preflight.load_data / load_net), checks that the model it built has the weights the benchmark scores
 (weights_hash), sets the benchmark's CPU thread count, and runs one attack through evaluate_model exactly as the
 benchmark does, into a store in memory; the unit records it hands back are put in the benchmark's store under
 the ids a local run gives them. The benchmark then makes its usual pass, which finds every attack unit stored:
@@ -18,10 +18,10 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn as nn
 
-from robustcnn.attacks import AttackConfig
+from robustcnn.attacks import AttackConfig, predict
 from robustcnn.data import DataBundle
 from robustcnn.errors import UsageError
-from robustcnn.sweep import Executor, SweepStore, point_id, run_sweep
+from robustcnn.sweep import Executor, SweepStore, run_sweep
 from robustcnn.units import Units
 
 
@@ -36,7 +36,8 @@ class AttackJob(NamedTuple):
     batch_size: int
 
 
-def check_spread(executor: str, workers: int, model: Any, dataset: Any) -> bool:
+def check_spread(executor: str, workers: int, model: Any, dataset: Any, *, address: str | None = None,
+                 untrained: bool = False) -> bool:
     """Whether the attack units go to workers; one line for settings a worker cannot follow."""
     try:
         executor = Executor(executor)
@@ -44,10 +45,15 @@ def check_spread(executor: str, workers: int, model: Any, dataset: Any) -> bool:
         raise UsageError(f"unknown executor {executor!r}; choose local or ray") from None
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise UsageError(f"workers must be a whole number >= 1, got {workers!r}")
+    if address is not None and executor != Executor.RAY:
+        raise UsageError("--address names a Ray cluster: pass it with --executor ray")
     spread = executor == Executor.RAY or workers > 1
     if spread and not (isinstance(model, str) and isinstance(dataset, str)):
         raise UsageError("workers load the model and the data themselves: with --workers or --executor ray, name the "
                          "model (a zoo name or a file) and the dataset (a name) rather than passing objects")
+    if spread and untrained:
+        raise UsageError("--untrained scores a random initialisation, which each worker would draw anew: run it without "
+                         "--workers or --executor ray")
     return spread
 
 
@@ -69,7 +75,7 @@ def job_unit_id(job: AttackJob, net: nn.Module, data: DataBundle, units: Units) 
     found: list[str] = []
 
     def probe(spec: dict[str, Any], compute: Any) -> dict[str, Any]:
-        found.append(point_id({**units.context, **spec}))
+        found.append(units.unit_id(spec))
         raise _Probed
 
     from robustcnn import progress
@@ -106,19 +112,27 @@ def spread_attacks(jobs: list[AttackJob], net: nn.Module, data: DataBundle, reci
     (other than this one) computed them and the CPU thread counts they ran with (this process's, always)."""
     from robustcnn.model_loading import weights_hash
 
-    todo = [job for job in jobs if units.store.get(job_unit_id(job, net, data, units)) is None]
+    todo = [(job, unit_id) for job in jobs if units.store.get(unit_id := job_unit_id(job, net, data, units)) is None]
+    if Executor(executor) == Executor.LOCAL and len(todo) < 2:
+        todo = []  # one unit: the benchmark's own pass computes it here (as the sweep engine would)
     recipe = {**recipe, **{k: str(Path(recipe[k]).resolve()) for k in ("weights", "data_root") if recipe[k]},
               "model": _absolute_model(recipe["model"])}  # a worker (or Ray) may start elsewhere
-    points = [{"recipe": recipe, "job": job._asdict(), "context": units.context, "weights": weights_hash(net)}
-              for job in todo]
+    logits = predict(net, data.x_test[:16]).cpu().tolist()  # what the model computes, not only what its weights are
+    points = [{"recipe": recipe, "job": job._asdict(), "context": units.context, "weights": weights_hash(net),
+               "logits": logits, "unit_id": unit_id} for job, unit_id in todo]
     results = run_sweep(points, attack_job, store=_Into(units.store), executor=executor, workers=workers,
-                        address=address, label="attack units", describe=_describe)
+                        address=address, label="attack units", describe=_describe) if points else []
     return {"computed_by_workers": len(todo), "worker_processes": len({r["pid"] for r in results} - {os.getpid()}),
             "worker_threads": sorted({r["threads"] for r in results})}
 
 
 def _absolute_model(model: str) -> str:
-    """A model file's path made absolute (`file.py:factory` or a model file); other names as they are."""
+    """A model file's path made absolute (`file.py:factory` or a model file); zoo and module names as they are
+    (checked first, as load_model does: a file named like a zoo model in the working folder is not the model)."""
+    from robustcnn.models import MODELS
+
+    if model in MODELS:
+        return model
     target, colon, factory = model.rpartition(":")
     if colon and target.endswith(".py") and Path(target).is_file():
         return f"{Path(target).resolve()}:{factory}"
@@ -132,6 +146,7 @@ def _describe(point: dict[str, Any]) -> str:
 
 def attack_job(point: dict[str, Any]) -> dict[str, Any]:
     """One attack unit in a worker (module-level: spawned processes and Ray pickle it): its records by unit id."""
+    from robustcnn import progress
     from robustcnn.benchmark_units import MemoryStore
     from robustcnn.devices import apply_threads
     from robustcnn.model_loading import weights_hash
@@ -140,11 +155,15 @@ def attack_job(point: dict[str, Any]) -> dict[str, Any]:
     apply_threads(point["context"]["threads"])  # the benchmark's count: the same float sums, the same numbers
     recipe = point["recipe"]
     net, data, _ = load_net(load_data(**recipe), **recipe)
-    if weights_hash(net) != point["weights"]:
+    same = torch.allclose(predict(net, data.x_test[:16]).cpu(), torch.tensor(point["logits"]), rtol=1e-4, atol=1e-5)
+    if weights_hash(net) != point["weights"] or not same:
         raise UsageError(f"a worker built {recipe['model']!r} with other weights than the benchmark's (a random "
                          "initialisation, or files that differ on this machine); run without --workers/--executor")
     store = MemoryStore()
-    _evaluate(net, data, AttackJob(**point["job"]), Units(store, point["context"]))
+    with progress.task("attack unit", 0, enabled=False):  # silent: the benchmark reports each unit as it arrives
+        _evaluate(net, data, AttackJob(**point["job"]), Units(store, point["context"]))
+    if set(store.records) != {point["unit_id"]}:  # the id the benchmark's own pass will ask for
+        raise RuntimeError(f"a worker computed units {sorted(store.records)}, not {point['unit_id']}")
     return {"records": store.records, "pid": os.getpid(), "threads": torch.get_num_threads()}
 
 
@@ -155,5 +174,7 @@ def unit_counts(units: Units | None, spread: dict[str, Any] | None) -> dict[str,
         return None
     counts = dict(units.counts)
     if spread:
+        if counts["resumed"] < spread["computed_by_workers"]:  # the pass computed again what workers computed
+            raise RuntimeError(f"the benchmark's pass did not find the units its workers computed: {counts}, {spread}")
         counts = {**counts, "resumed": counts["resumed"] - spread["computed_by_workers"], **spread}
     return counts

@@ -423,7 +423,7 @@ def benchmark(
     resolve_suite(suite)  # an unknown suite or threat: one line, before any work
     check_threat(threat)
     check_run_settings(name, seed, batch_size)
-    check_spread(executor, workers, model, dataset)
+    check_spread(executor, workers, model, dataset, address=address, untrained=untrained)
     names = None if attacks is None else [a.strip() for a in attacks.split(",") if a.strip()]
     if names is not None and not names:
         raise UsageError(f"--attacks '{attacks}' names no attack; see `robustcnn attacks`")

@@ -115,7 +115,8 @@ def plot_corruption_heatmap(acc: pd.DataFrame, clean: pd.DataFrame) -> Figure:
     mean = mean[list(dict.fromkeys(acc["corruption"]))].loc[list(dict.fromkeys(acc["model"]))]
     mean.insert(0, "clean", mean.index.map(dict(zip(clean["model"], clean["accuracy"]))))
     fig, ax = subplots(figsize=(0.62 * mean.shape[1] + 2, 0.5 * mean.shape[0] + 1.8))
-    ax.imshow(mean.to_numpy(), vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
+    image = ax.imshow(mean.to_numpy(), vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
+    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02, label="accuracy")  # the colours' scale, 0 to 1
     for (i, j), v in np.ndenumerate(mean.to_numpy()):
         ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7)
     ax.set_xticks(range(mean.shape[1]), mean.columns, rotation=45, ha="right", fontsize=8)

@@ -192,6 +192,8 @@ def _run_ray(todo: list[tuple[str, dict[str, Any]]], fn: Callable, finish: Calla
         import ray
     except ImportError:
         raise UsageError("the ray executor needs Ray: pip install 'robustcnn[ray]'") from None
+    if address is not None and not ray.is_initialized():
+        check_ray_address(address)
     started = not ray.is_initialized()
     constants = getattr(getattr(ray, "_private", None), "ray_constants", None)
     if address is None and started and already_imported and getattr(constants, "ENABLE_RAY_CLUSTER", False):
@@ -206,7 +208,35 @@ def _run_ray(todo: list[tuple[str, dict[str, Any]]], fn: Callable, finish: Calla
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
-                finish(pending.pop(ref), ray.get(ref))
+                finish(pending.pop(ref), _ray_get(ray, ref))
     finally:
         if started:
             ray.shutdown()
+
+
+def _ray_get(ray: Any, ref: Any) -> Any:
+    """A task's result; a UsageError raised in the task is raised here as itself (Ray wraps it in a RayTaskError
+    whose message is the task's name, not the user's one line)."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as err:
+        if isinstance(getattr(err, "cause", None), UsageError):
+            raise err.cause from None
+        raise
+
+
+def check_ray_address(address: str, timeout: float = 5.0) -> None:
+    """One line, within seconds, for a Ray cluster address that is malformed or that nothing answers at (ray.init
+    would retry for minutes). `auto` is left to Ray; `host:port` and `ray://host:port` are tried over TCP."""
+    if address == "auto":
+        return
+    host, colon, port = address.removeprefix("ray://").rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"--address {address!r} is not a Ray cluster address: give host:port, ray://host:port or auto")
+    import socket
+
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise UsageError(f"no Ray cluster answers at {address} ({first_line(err)}); start one (`ray start --head`) or "
+                         "check --address") from None

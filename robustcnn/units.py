@@ -154,10 +154,14 @@ class Units:
     def bind(self, **context: Any) -> Units:
         return Units(self.store, {**self.context, **context}, self.counts)
 
+    def unit_id(self, spec: dict[str, Any]) -> str:
+        """The id of the unit named by spec under this runner's context."""
+        return point_id({**self.context, **spec})
+
     def __call__(self, spec: dict[str, Any], compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """The unit's record, from the store when it is there (`resumed`: True), else computed and stored; the
         same fields as a sweep point's record (sweep.run_sweep), which runs units in parallel instead."""
-        pid = point_id({**self.context, **spec})
+        pid = self.unit_id(spec)
         found = self.store.get(pid) if self.store is not None else None
         self.counts["units"] += 1
         if found is not None:

@@ -109,3 +109,19 @@ def test_registry_pgd_gives_foolbox_linfpgd_examples_bit_for_bit(trained_lenet, 
     assert torch.equal(ours_success, theirs_success)
     for a, b in zip(ours, theirs):
         assert torch.equal(a, b)
+
+
+def test_torch_model_builds_a_graph_only_when_the_input_asks_for_one():
+    """TorchModel (how our own attacks call a model) keeps foolbox's wrapper semantics: a graph through the
+    weights only when the input requires a gradient, whatever the caller's grad mode."""
+    from robustcnn.attacks import TorchModel
+
+    net = torch.nn.Linear(4, 3)
+    call = TorchModel(net)
+    x = torch.rand(2, 4)
+    with torch.enable_grad():
+        assert not call(x).requires_grad  # no input gradient asked: no graph, as foolbox's wrapper does
+    with torch.no_grad():
+        out = call(x.clone().requires_grad_(True))
+    (grad,) = torch.autograd.grad(out.sum(), net.weight)  # the graph exists even under no_grad
+    assert grad.shape == net.weight.shape

@@ -96,6 +96,17 @@ def image_folder(tmp: Path, classes: tuple[str, ...] = ("a", "b"), bomb: int = 0
     return f"imagefolder:{base}"
 
 
+def lenet_file(t: Path) -> str:
+    """A lenet5 state_dict (its random initialisation) for the cases that need a loadable model."""
+    import torch
+
+    from robustcnn.models import create_model
+
+    path = t / "lenet5.pt"
+    torch.save(create_model("lenet5", in_channels=1, num_classes=10).state_dict(), path)
+    return str(path)
+
+
 Case = Callable[[Path], list[str]]
 CASES: list[tuple[str, Case, str]] = [
     # configs and overrides
@@ -149,6 +160,13 @@ CASES: list[tuple[str, Case, str]] = [
     ("invariance-workers-0", lambda t: ["study", "invariance", "--workers", "0"], "Invalid value for '--workers'"),
     ("invariance-executor", lambda t: ["study", "invariance", "--executor", "spark"], "'spark'"),
     ("benchmark-executor", lambda t: ["benchmark", "lenet5", *BENCH, "--executor", "spark"], "unknown executor 'spark'"),
+    ("ray-address-nobody-there", lambda t: ["benchmark", "lenet5", *BENCH, "--weights", lenet_file(t), "--executor", "ray",
+                                            "--address", "127.0.0.1:1"], "no Ray cluster answers at 127.0.0.1:1"),
+    ("duplicate-attack-with-workers", lambda t: ["benchmark", "lenet5", *BENCH[:-4], "--attacks", "fgsm,fgsm",
+                                                 "--device", "cpu", "--weights", lenet_file(t), "--workers", "2"],
+     "each attack may appear once in a grid"),
+    ("ray-address-malformed", lambda t: ["study", "memorization", "--executor", "ray", "--address", "nonsense"],
+     "is not a Ray cluster address"),
     # model files and factories
     ("factory-raises", lambda t: ["benchmark", f"{factories(t)}:boom", *BENCH], "raised RuntimeError"),
     ("integer-outputs", lambda t: ["benchmark", f"{factories(t)}:integer_scores", *BENCH], "output_dtype"),

@@ -156,3 +156,14 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, override: str, match: st
     assert result.exit_code == 2 and match in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "invariance").exists() or not any((tmp_path / "invariance").iterdir())
+
+
+def test_the_corruption_heatmap_has_a_colour_scale() -> None:
+    from robustcnn.report_invariance import plot_corruption_heatmap
+
+    acc = pd.DataFrame({"model": ["a", "a", "b", "b"], "corruption": ["fog", "fog", "fog", "fog"],
+                        "severity": [1, 2, 1, 2], "accuracy": [0.9, 0.7, 0.5, 0.3]})
+    fig = plot_corruption_heatmap(acc, pd.DataFrame({"model": ["a", "b"], "accuracy": [1.0, 0.6]}))
+    bars = [ax for ax in fig.axes if ax.get_ylabel() == "accuracy"]
+    assert len(fig.axes) == 2 and len(bars) == 1  # the heatmap and its colour bar, labelled
+    assert bars[0].get_ylim() == (0.0, 1.0)

@@ -293,3 +293,17 @@ def test_a_stored_table_reads_back_exactly_with_its_dtypes(tmp_path):
     assert again["resumed"]
     pd.testing.assert_frame_equal(as_frame(again["samples"]), table, check_exact=True)
     assert as_frame(again["samples"]).dtypes.to_dict() == table.dtypes.to_dict()
+
+
+def test_a_study_without_its_own_image_size_keeps_the_train_unit_ids_of_before():
+    """model_point adds `image_size` only for studies that resize every model's data (lineage, invariance), so
+    the adversarial study's stored models stay valid; the size, when given, changes the id."""
+    from robustcnn.experiments.common import DataSpec, ModelSpec, model_point
+    from robustcnn.sweep import point_id
+
+    spec, data = ModelSpec("lenet5"), DataSpec()
+    plain = model_point(spec, data, seed=0, device=torch.device("cpu"), threads=1)
+    assert "image_size" not in plain
+    assert set(plain) == {"unit", "model", "data", "seed", "device", "threads"}
+    sized = model_point(spec, data, seed=0, device=torch.device("cpu"), threads=1, image_size=28)
+    assert point_id(sized) != point_id(plain)

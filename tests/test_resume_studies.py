@@ -30,16 +30,24 @@ def units_of(run: Path) -> dict:
     return json.loads((run / "manifest.json").read_text())["units"]
 
 
-def trainers(out: Path) -> set[int]:
+def train_records(out: Path, study: str) -> list[dict]:
+    stored = [json.loads(p.read_text()) for p in (out / ".sweep-store" / study).glob("*.json")]
+    return [r for r in stored if "history" in r]
+
+
+def trainers(out: Path, study: str = "invariance") -> set[int]:
     """The processes that trained the stored models (each train unit's record names its pid)."""
-    stored = [json.loads(p.read_text()) for p in (out / ".sweep-store" / "invariance").glob("*.json")]
-    return {r["pid"] for r in stored if "history" in r}
+    return {r["pid"] for r in train_records(out, study)}
 
 
 @pytest.fixture(scope="module")
 def clean_lineage(tmp_path_factory) -> Path:
+    """An uninterrupted run whose models train in 2 spawned workers (the killed run below trains here: the tables
+    must agree all the same)."""
     out = tmp_path_factory.mktemp("clean-lineage") / "out"
-    finish(robustcnn(LINEAGE, out))
+    proc = robustcnn([*LINEAGE, "--workers", "2"], out)
+    finish(proc)
+    assert proc.pid not in trainers(out, "lineage")
     return only_run(out, "lineage")
 
 
@@ -72,15 +80,17 @@ def test_kill_9_of_study_lineage_then_the_same_command_resumes_to_the_same_table
 @pytest.mark.slow
 def test_study_invariance_trains_in_2_spawned_workers_the_models_a_local_run_trains_and_resumes_them(tmp_path):
     local, spread = tmp_path / "local", tmp_path / "workers"
-    here, there = robustcnn(INVARIANCE, local), robustcnn([*INVARIANCE, "--workers", "2"], spread)
+    args = [a if a != "1" else "3" for a in INVARIANCE]  # --threads 3: neither 1 nor a worker's own default here
+    here, there = robustcnn(args, local), robustcnn([*args, "--workers", "2"], spread)
     finish(here)
     finish(there)
     a, b = only_run(local, "invariance"), only_run(spread, "invariance")
     assert units_of(a)["models_resumed"] == units_of(b)["models_resumed"] == 0
     assert trainers(local) == {here.pid}  # trained in the run's own process ...
     assert there.pid not in trainers(spread) and len(trainers(spread)) <= 2  # ... and in spawned workers
+    assert {r["threads"] for out in (local, spread) for r in train_records(out, "invariance")} == {3}
     assert_same_tables(a, b, INVARIANCE_TABLES)
-    finish(robustcnn(INVARIANCE, local))  # the same command again: no model is trained
+    finish(robustcnn(args, local))  # the same command again: no model is trained
     rerun = [p for p in (local / "invariance").iterdir() if not p.name.startswith(".") and p != a]
     assert len(rerun) == 1 and units_of(rerun[0])["models_resumed"] == 4
     assert_same_tables(rerun[0], a, INVARIANCE_TABLES)

@@ -131,7 +131,7 @@ def train_unit(point: dict[str, Any], progress: bool | None = False) -> dict[str
     if result.best_state is not None:
         blobs["best"] = state_bytes(result.best_state)
     return {"history": frame_record(result.history), "best_epoch": result.best_epoch, "monitor": result.monitor,
-            "blobs": blobs, "pid": os.getpid()}  # pid: which process trained it (a worker, or the run itself)
+            "blobs": blobs, "pid": os.getpid(), "threads": torch.get_num_threads()}  # where and how it trained
 
 
 def unit_counts(store: SweepStore, trained: list[dict[str, Any]], units: Units | None = None) -> dict[str, Any]:
