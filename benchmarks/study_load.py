@@ -4,6 +4,9 @@ thread policy (robustcnn.devices), and the loaded/idle ratio (issue goal: no stu
 with a load of 4 on 2 cores).
 
     python benchmarks/study_load.py [--load 4] [--studies adversarial,overfitting,...] [--json out.json]
+    python benchmarks/study_load.py --studies adversarial --variants "--workers 1;--workers 2"   # policies
+
+--variants: extra command-line options, `;`-separated, each run idle and loaded (default: the defaults).
 
 Each run is a fresh `python -m robustcnn study <kind> --quiet` into its own temporary --out (nothing is resumed:
 every run trains from scratch). The background load is --load pure-Python spin loops, started just before the
@@ -26,7 +29,7 @@ SPIN = "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() 
 DEFAULT = "adversarial,overfitting,generalization,memorization,invariance,lineage"
 
 
-def run_study(kind: str, load: int, limit: float) -> dict:
+def run_study(kind: str, load: int, limit: float, variant: str = "") -> dict:
     """One whole study in a fresh process, with `load` spinners running for as long as it runs."""
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "ROBUSTCNN_THREADS", "MKL_NUM_THREADS")}
     spinners = [subprocess.Popen([sys.executable, "-c", SPIN.format(seconds=limit + 60)]) for _ in range(load)]
@@ -35,7 +38,8 @@ def run_study(kind: str, load: int, limit: float) -> dict:
         loadavg = os.getloadavg()[0]
         with tempfile.TemporaryDirectory() as out:
             start = time.perf_counter()
-            done = subprocess.run([sys.executable, "-m", "robustcnn", "study", kind, "--quiet", "--out", out],
+            done = subprocess.run([sys.executable, "-m", "robustcnn", "study", kind, "--quiet", "--out", out,
+                                   *variant.split()],
                                   env=env, capture_output=True, text=True, timeout=limit)
             seconds = time.perf_counter() - start
             if done.returncode != 0:
@@ -46,7 +50,7 @@ def run_study(kind: str, load: int, limit: float) -> dict:
         for p in spinners:  # each by its own handle: only the processes this script started
             p.kill()
             p.wait()
-    return {"study": kind, "condition": f"load {load}" if load else "idle", "seconds": seconds,
+    return {"study": kind, "variant": variant or "defaults", "condition": f"load {load}" if load else "idle", "seconds": seconds,
             "loadavg_1min": loadavg, "threads": threads}
 
 
@@ -55,20 +59,26 @@ def main() -> None:
     parser.add_argument("--load", type=int, default=4, help="busy background processes in the loaded condition")
     parser.add_argument("--studies", default=DEFAULT, help="comma-separated study kinds")
     parser.add_argument("--limit", type=float, default=3600, help="seconds before one study run is abandoned")
+    parser.add_argument("--variants", default="", help="`;`-separated extra study options, each timed idle and loaded")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args()
     print(f"{os.cpu_count()} cores; load average before: {os.getloadavg()[0]:.2f}", file=sys.stderr)
     rows = []
+    variants = args.variants.split(";")
     for kind in args.studies.split(","):
-        for load in (0, args.load):
-            rows.append(run_study(kind, load, args.limit))
-            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    by = {(r["study"], r["condition"]): r for r in rows}
-    print(f"{'study':16} {'idle s':>8} {'load s':>8} {'ratio':>6} {'loadavg idle/load':>18} threads")
+        for variant in variants:
+            for load in (0, args.load):
+                rows.append(run_study(kind, load, args.limit, variant.strip()))
+                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    by = {(r["study"], r["variant"], r["condition"]): r for r in rows}
+    print(f"{'study':16} {'variant':16} {'idle s':>8} {'load s':>8} {'ratio':>6} {'loadavg idle/load':>18} threads")
     for kind in args.studies.split(","):
-        idle, loaded = by[(kind, "idle")], by[(kind, f"load {args.load}")]
-        print(f"{kind:16} {idle['seconds']:8.1f} {loaded['seconds']:8.1f} {loaded['seconds'] / idle['seconds']:6.2f} "
-              f"{idle['loadavg_1min']:8.2f} / {loaded['loadavg_1min']:<8.2f} {idle['threads']}")
+        for variant in variants:
+            v = variant.strip() or "defaults"
+            idle, loaded = by[(kind, v, "idle")], by[(kind, v, f"load {args.load}")]
+            print(f"{kind:16} {v:16} {idle['seconds']:8.1f} {loaded['seconds']:8.1f} "
+                  f"{loaded['seconds'] / idle['seconds']:6.2f} {idle['loadavg_1min']:8.2f} / {loaded['loadavg_1min']:<8.2f} "
+                  f"{idle['threads']}")
     if args.json is not None:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
 

@@ -143,7 +143,7 @@ def benchmark(model: str | nn.Module, *, dataset: Any = "mnist", weights: str | 
               mean: Sequence[float] | None = None, std: Sequence[float] | None = None, trust_pickle: bool = False,
               data_root: str | Path | None = None, image_size: int | None = None, device: str = "auto",
               lint: bool = True, name: str | None = None, pretrained: str | None = None,
-              untrained: bool = False, suite: str = "standard", seed: int = 0, batch_size: int = 500,
+              untrained: bool = False, suite: str | None = None, seed: int = 0, batch_size: int = 500,
               store: str | Path | None = None, threat: str = "linf", executor: str = "local", workers: int = 1,
               address: str | None = None) -> Scorecard:
     """Load, pre-flight check and attack a model; returns its scorecard (DataFrames inside).
@@ -155,8 +155,9 @@ def benchmark(model: str | nn.Module, *, dataset: Any = "mnist", weights: str | 
         neither is refused unless untrained=True.
     A clean accuracy not above chance is a pre-flight FAIL (chance_check): the scorecard is complete and says
     so, and write_benchmark keeps it off the leaderboard.
-    suite: the named attack suite (robustcnn.suites; L-inf) run when `attacks` is None; given attacks override it,
-        and the scorecard then records the joined attack names as its suite.
+    suite: the named attack suite (robustcnn.suites; None: standard) run when `attacks` is None; given attacks
+        override it, and the scorecard then records the joined attack names as its suite. A suite named with a
+        threat that has no L-p attacks (corruptions, transforms) is refused: it would be ignored.
     name: the model's name on the scorecard and leaderboard (default: the model argument).
     seed / batch_size: the attacks use seeds seed .. seed + attack_seeds - 1; examples per attack batch.
     store: a folder (the CLI's `<out>/.sweep-store/benchmark`) where each attack x seed and the lint is stored as
@@ -175,6 +176,10 @@ def benchmark(model: str | nn.Module, *, dataset: Any = "mnist", weights: str | 
     lp, natural = lp_threats(check_threat(threat)), natural_threats(threat)
     attacks = None if attacks is None else [as_attack_config(a) for a in attacks]
     check_threat_settings(threat, attacks, epsilons, attack_seeds)
+    if suite is not None and not lp:
+        raise UsageError(f"--suite {suite} picks L-p attacks and --threat {threat} runs none: leave --suite out, or use "
+                         "--threat all")
+    suite = suite or "standard"
     if attacks is None:
         resolve_suite(suite)  # an unknown suite: one line, before any work
         suite_name = suite if lp else "+".join(natural)
@@ -298,7 +303,7 @@ def write_benchmark(card: Scorecard, out: str | Path = "results", *, config: dic
             if threat not in LP:
                 read_leaderboard(board_path(out, f"{card.dataset}-{threat}"))
     references = reference_curves(card.dataset, exclude_hash=card.weights_hash)  # shipped references only
-    config = {"threat": card.threat, "suite": card.suite, **(config or {})}  # an API call's manifest says them too
+    config = {**(config or {}), "threat": card.threat, "suite": card.suite}  # what ran (an API call's manifest too)
     with RunFolder(out, "benchmark", config=config, seed=0, device=device, elapsed=card.wall_seconds,
                    on_finish=lambda path: redraw(path, kind="benchmark")) as run:
         write_json(run.path / "scorecard.json", card.to_json())

@@ -21,8 +21,8 @@ import torch.nn as nn
 from robustcnn.attacks import AttackConfig, predict
 from robustcnn.data import DataBundle
 from robustcnn.errors import UsageError
-from robustcnn.sweep import Executor, SweepStore, run_sweep
-from robustcnn.units import Units
+from robustcnn.sweep import Executor, check_placement, run_sweep
+from robustcnn.units import IntoStore, Units
 
 
 class AttackJob(NamedTuple):
@@ -39,14 +39,7 @@ class AttackJob(NamedTuple):
 def check_spread(executor: str, workers: int, model: Any, dataset: Any, *, address: str | None = None,
                  untrained: bool = False) -> bool:
     """Whether the attack units go to workers; one line for settings a worker cannot follow."""
-    try:
-        executor = Executor(executor)
-    except ValueError:
-        raise UsageError(f"unknown executor {executor!r}; choose local or ray") from None
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise UsageError(f"workers must be a whole number >= 1, got {workers!r}")
-    if address is not None and executor != Executor.RAY:
-        raise UsageError("--address names a Ray cluster: pass it with --executor ray")
+    executor = check_placement(executor, workers, address)
     spread = executor == Executor.RAY or workers > 1
     if spread and not (isinstance(model, str) and isinstance(dataset, str)):
         raise UsageError("workers load the model and the data themselves: with --workers or --executor ray, name the "
@@ -90,22 +83,6 @@ def job_unit_id(job: AttackJob, net: nn.Module, data: DataBundle, units: Units) 
     return found[0]
 
 
-class _Into(SweepStore):
-    """run_sweep's store for the jobs: nothing is stored per job; a finished job's unit records go into `target`
-    (the benchmark's store) as it arrives, so a killed run keeps them."""
-
-    def __init__(self, target: SweepStore) -> None:
-        super().__init__(target.directory)
-        self.target = target
-
-    def get(self, pid: str) -> dict[str, Any] | None:
-        return None
-
-    def put(self, pid: str, record: dict[str, Any]) -> None:
-        for unit_id, unit_record in record["records"].items():
-            self.target.put(unit_id, unit_record)
-
-
 def spread_attacks(jobs: list[AttackJob], net: nn.Module, data: DataBundle, recipe: dict[str, Any], units: Units, *,
                    executor: str, workers: int, address: str | None) -> dict[str, Any]:
     """Compute the jobs whose units are not stored yet in workers; returns how many went out, how many processes
@@ -120,7 +97,7 @@ def spread_attacks(jobs: list[AttackJob], net: nn.Module, data: DataBundle, reci
     logits = predict(net, data.x_test[:16]).cpu().tolist()  # what the model computes, not only what its weights are
     points = [{"recipe": recipe, "job": job._asdict(), "context": units.context, "weights": weights_hash(net),
                "logits": logits, "unit_id": unit_id} for job, unit_id in todo]
-    results = run_sweep(points, attack_job, store=_Into(units.store), executor=executor, workers=workers,
+    results = run_sweep(points, attack_job, store=IntoStore(units.store), executor=executor, workers=workers,
                         address=address, label="attack units", describe=_describe) if points else []
     return {"computed_by_workers": len(todo), "worker_processes": len({r["pid"] for r in results} - {os.getpid()}),
             "worker_threads": sorted({r["threads"] for r in results})}
@@ -147,10 +124,10 @@ def _describe(point: dict[str, Any]) -> str:
 def attack_job(point: dict[str, Any]) -> dict[str, Any]:
     """One attack unit in a worker (module-level: spawned processes and Ray pickle it): its records by unit id."""
     from robustcnn import progress
-    from robustcnn.benchmark_units import MemoryStore
     from robustcnn.devices import apply_threads
     from robustcnn.model_loading import weights_hash
     from robustcnn.preflight import load_data, load_net
+    from robustcnn.units import MemoryStore
 
     apply_threads(point["context"]["threads"])  # the benchmark's count: the same float sums, the same numbers
     recipe = point["recipe"]

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from robustcnn.sweep import SweepStore
-from robustcnn.units import Units
+from robustcnn.units import MemoryStore, Units
 
 
 def model_identity(model: str | nn.Module, net: nn.Module, weights: str, model_args: dict[str, Any] | None) -> dict:
@@ -53,17 +53,3 @@ def benchmark_units(store: str | Path | None, identity: dict[str, Any], device: 
         return None
     return Units(SweepStore(store) if store is not None else MemoryStore(),
                  {"unit_of": "benchmark", **identity, "device": str(device), "threads": torch.get_num_threads()})
-
-
-class MemoryStore(SweepStore):
-    """A store that keeps records in a dict: what a worker hands back, or a benchmark's units without a folder."""
-
-    def __init__(self) -> None:
-        super().__init__("<memory>")
-        self.records: dict[str, dict[str, Any]] = {}
-
-    def get(self, pid: str) -> dict[str, Any] | None:
-        return self.records.get(pid)
-
-    def put(self, pid: str, record: dict[str, Any]) -> None:
-        self.records[pid] = record

@@ -388,8 +388,8 @@ def benchmark(
     pretrained: str = typer.Option(None, "--pretrained", help="A zoo name's shipped weights by tag, e.g. mnist."),
     untrained: bool = typer.Option(False, "--untrained", help="Score a zoo name's random initialisation on purpose."),
     model_arg: list[str] = typer.Option([], "--model-arg", help="key=value passed to the factory (TOML values)."),
-    suite: str = typer.Option("standard", "--suite", help="Attack suite: quick (FGSM + PGD-40), standard "
-                              "(AutoAttack, as RobustBench), full (standard + PGD + DeepFool)."),
+    suite: str = typer.Option(None, "--suite", show_default="standard", help="Attack suite: quick (FGSM + PGD-40), "
+                              "standard (AutoAttack, as RobustBench), full (standard + PGD + DeepFool)."),
     attacks: str = typer.Option(None, "--attacks", help="Comma-separated attack names (overrides --suite)."),
     threat: str = typer.Option("linf", "--threat", help="linf, l2, corruptions (MNIST-C / CIFAR-10-C, 5 severities), "
                                "transforms (shifts, rotations, elastic, noise, blur) or all of them."),
@@ -420,7 +420,7 @@ def benchmark(
     from robustcnn.benchmark_threats import check_threat
     from robustcnn.suites import resolve_suite
 
-    resolve_suite(suite)  # an unknown suite or threat: one line, before any work
+    resolve_suite(suite or "standard")  # an unknown suite or threat: one line, before any work
     check_threat(threat)
     check_run_settings(name, seed, batch_size)
     check_spread(executor, workers, model, dataset, address=address, untrained=untrained)
@@ -435,7 +435,7 @@ def benchmark(
 
     config = {"model": model, "dataset": dataset, "weights": str(weights) if weights else None,
               "pretrained": pretrained, "untrained": untrained, "model_args": kwargs,
-              "suite": suite if names is None else "+".join(names), "attacks": names,
+              "suite": suite, "attacks": names,
               "eps": _floats(eps, "--eps"), "n_examples": n_examples,
               "attack_seeds": attack_seeds, "mean": _floats(mean, "--mean"), "std": _floats(std, "--std"),
               "trust_pickle": trust_pickle, "image_size": image_size, "name": name, "seed": seed,

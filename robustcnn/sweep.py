@@ -225,12 +225,28 @@ def _ray_get(ray: Any, ref: Any) -> Any:
         raise
 
 
+def check_placement(executor: Executor | str, workers: object, address: str | None) -> Executor:
+    """Where units run, checked before any work (a study config's executor/workers/address, or the benchmark's):
+    a known executor, a whole number of workers >= 1, an address only with Ray."""
+    try:
+        executor = Executor(executor)
+    except ValueError:
+        raise UsageError(f"unknown executor {executor!r}; choose local or ray") from None
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise UsageError(f"workers must be a whole number >= 1, got {workers!r}")
+    if address is not None and executor != Executor.RAY:
+        raise UsageError(f"address {address!r} names a Ray cluster: pass it with --executor ray (-s executor=ray)")
+    return executor
+
+
 def check_ray_address(address: str, timeout: float = 5.0) -> None:
     """One line, within seconds, for a Ray cluster address that is malformed or that nothing answers at (ray.init
     would retry for minutes). `auto` is left to Ray; `host:port` and `ray://host:port` are tried over TCP."""
     if address == "auto":
         return
     host, colon, port = address.removeprefix("ray://").rpartition(":")
+    if host.startswith("[") and host.endswith("]"):  # an IPv6 literal, [::1]:6379
+        host = host[1:-1]
     if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise UsageError(f"--address {address!r} is not a Ray cluster address: give host:port, ray://host:port or auto")
     import socket

@@ -173,3 +173,33 @@ class Units:
         if self.store is not None:  # tables are stored as frame_records (read back with as_frame)
             self.store.put(pid, {k: frame_record(v) if isinstance(v, pd.DataFrame) else v for k, v in record.items()})
         return {**record, "resumed": False}
+
+
+class MemoryStore(SweepStore):
+    """A store that keeps records in a dict: what a worker hands back, or a benchmark's units without a folder."""
+
+    def __init__(self) -> None:
+        super().__init__("<memory>")
+        self.records: dict[str, dict[str, Any]] = {}
+
+    def get(self, pid: str) -> dict[str, Any] | None:
+        return self.records.get(pid)
+
+    def put(self, pid: str, record: dict[str, Any]) -> None:
+        self.records[pid] = record
+
+
+class IntoStore(SweepStore):
+    """run_sweep's store for jobs that compute units in workers: nothing is stored per job; a finished job's unit
+    records (its record's `records`, by unit id) go into `target` as they arrive, so a killed run keeps them."""
+
+    def __init__(self, target: SweepStore) -> None:
+        super().__init__(target.directory)
+        self.target = target
+
+    def get(self, pid: str) -> dict[str, Any] | None:
+        return None
+
+    def put(self, pid: str, record: dict[str, Any]) -> None:
+        for unit_id, unit_record in record["records"].items():
+            self.target.put(unit_id, unit_record)

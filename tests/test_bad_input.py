@@ -156,9 +156,19 @@ CASES: list[tuple[str, Case, str]] = [
      "--mean must be finite numbers"),
     ("missing-data-root", lambda t: ["train", "--data-root", str(t / "nowhere")], "nowhere (--data-root) does not"),
     ("no-attacks", lambda t: ["benchmark", "lenet5", *BENCH[:-4], "--attacks", ""], "names no attack"),
-    ("lineage-workers-0", lambda t: ["study", "lineage", "-s", "workers=0"], "workers must be at least 1, got 0"),
+    ("lineage-workers-0", lambda t: ["study", "lineage", "-s", "workers=0"], "workers must be a whole number >= 1, got 0"),
+    ("lineage-workers-bool", lambda t: ["study", "lineage", "-s", "workers=true"], "'workers' must be an integer, got True"),
+    ("study-address-without-ray", lambda t: ["study", "lineage", "-s", "address=\"127.0.0.1:1\""],
+     "names a Ray cluster: pass it with --executor ray"),
+    ("ray-address-port-0", lambda t: ["study", "memorization", "--executor", "ray", "--address", "127.0.0.1:0"],
+     "is not a Ray cluster address"),
+    ("ray-address-port-65536", lambda t: ["study", "memorization", "--executor", "ray", "--address", "h:65536"],
+     "is not a Ray cluster address"),
     ("invariance-workers-0", lambda t: ["study", "invariance", "--workers", "0"], "Invalid value for '--workers'"),
     ("invariance-executor", lambda t: ["study", "invariance", "--executor", "spark"], "'spark'"),
+    ("suite-without-lp-threat", lambda t: ["benchmark", "lenet5", *BENCH[:6], "--device", "cpu", "--weights",
+                                           lenet_file(t), "--threat", "corruptions", "--suite", "full"],
+     "--suite full picks L-p attacks"),
     ("benchmark-executor", lambda t: ["benchmark", "lenet5", *BENCH, "--executor", "spark"], "unknown executor 'spark'"),
     ("ray-address-nobody-there", lambda t: ["benchmark", "lenet5", *BENCH, "--weights", lenet_file(t), "--executor", "ray",
                                             "--address", "127.0.0.1:1"], "no Ray cluster answers at 127.0.0.1:1"),
@@ -199,6 +209,7 @@ CASES: list[tuple[str, Case, str]] = [
 ]
 
 
+@pytest.mark.timeout(120)  # a check that waits instead of refusing (an unanswered Ray address) fails, not hangs
 @pytest.mark.parametrize("make_args,message", [pytest.param(a, m, id=i) for i, a, m in CASES])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, make_args, message):
     scratch, out = tmp_path / "scratch", tmp_path / "out"

@@ -141,8 +141,11 @@ def test_objects_cannot_go_to_workers_and_bad_settings_are_one_line(tmp_path, di
         benchmark("lenet5", untrained=True, executor="spark", **SETTINGS)
     with pytest.raises(UsageError, match="--untrained scores a random initialisation"):
         benchmark("lenet5", untrained=True, workers=2, **SETTINGS)
-    with pytest.raises(UsageError, match="--address names a Ray cluster"):
+    with pytest.raises(UsageError, match="names a Ray cluster: pass it with --executor ray"):
         benchmark("lenet5", untrained=True, address="127.0.0.1:6379", **SETTINGS)
+    for workers in (True, 2.0, 0):  # True is an int to Python, and would mean one worker
+        with pytest.raises(UsageError, match=f"workers must be a whole number >= 1, got {workers!r}"):
+            benchmark("lenet5", untrained=True, workers=workers, **SETTINGS)
     runner = CliRunner()
     for args, message in ((["--executor", "spark"], "unknown executor 'spark'"), (["--workers", "0"], "--workers")):
         result = runner.invoke(app, ["benchmark", "lenet5", "--untrained", "--dataset", "digits", *args, "--out",

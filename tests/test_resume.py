@@ -1,11 +1,12 @@
 """One resumable engine: `study adversarial` and `benchmark` run their units (each trained model, each model x
 attack over the epsilon grid, the lint) through the sweep store, so `kill -9` followed by the same command ends
 with the tables of an uninterrupted run; a changed config never reuses a stale unit; `--workers 2` (spawned
-workers, the study's thread count in each) trains the very models a local run trains."""
+workers, the study's thread count in each) trains and evaluates the very models a local run trains."""
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -135,8 +136,18 @@ def test_sigterm_stops_a_workers_2_study_in_5_s_and_the_rerun_equals_a_local_run
     assert_group_gone(proc.pid)
     finish(robustcnn(args, out))
     run = only_run(out, "adversarial")
-    assert json.loads((run / "manifest.json").read_text())["units"]["models_resumed"] >= 1
-    assert_same_study(run, clean_study())  # trained in spawned workers, resumed: the local run's numbers
+    units = json.loads((run / "manifest.json").read_text())["units"]
+    assert units["models_resumed"] >= 1, units
+    # stopped while training (evaluations start after every model is trained): both evaluations ran in the
+    # spawned workers, with the study's thread count, and the study's pass read their units back
+    assert units["evaluated_by_workers"] == 2 and units["worker_processes"] >= 1 and units["worker_threads"] == [1], units
+    assert (units["units_by_workers"], units["evaluation_units_resumed"]) == (STUDY_UNITS - 2, 0), units
+    assert_same_study(run, clean_study())  # trained and evaluated in spawned workers: the local run's numbers
+    shutil.rmtree(run)  # the same command once more: every unit is stored, nothing goes to a worker
+    finish(robustcnn(args, out))
+    units = json.loads((only_run(out, "adversarial") / "manifest.json").read_text())["units"]
+    assert (units["evaluated_by_workers"], units["units_by_workers"], units["evaluation_units_resumed"]) == (
+        0, 0, STUDY_UNITS - 2), units
 
 
 def assert_group_gone(pgid: int) -> None:

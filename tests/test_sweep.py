@@ -316,3 +316,24 @@ def test_a_local_ray_instance_advertises_only_the_loopback_address(tmp_path):
                           cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "127.0.0.1"
+
+
+@pytest.mark.parametrize("address,host,port", [("10.1.2.3:6379", "10.1.2.3", 6379), ("ray://head:10001", "head", 10001),
+                                               ("[::1]:6379", "::1", 6379), ("[fe80::1]:1", "fe80::1", 1)])
+def test_a_ray_address_is_dialled_at_its_host_and_port(monkeypatch, address, host, port):
+    """The address check dials the host Ray would (an IPv6 literal without its brackets) and says who did not answer."""
+    import socket
+
+    from robustcnn.errors import UsageError
+    from robustcnn.sweep import check_ray_address
+
+    dialled = []
+
+    def refuse(target, timeout):
+        dialled.append(target)
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    with pytest.raises(UsageError, match=f"no Ray cluster answers at {address.replace('[', '.').replace(']', '.')}"):
+        check_ray_address(address)
+    assert dialled == [(host, port)]

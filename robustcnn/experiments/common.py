@@ -134,13 +134,19 @@ def train_unit(point: dict[str, Any], progress: bool | None = False) -> dict[str
             "blobs": blobs, "pid": os.getpid(), "threads": torch.get_num_threads()}  # where and how it trained
 
 
-def unit_counts(store: SweepStore, trained: list[dict[str, Any]], units: Units | None = None) -> dict[str, Any]:
+def unit_counts(store: SweepStore, trained: list[dict[str, Any]], units: Units | None = None,
+                spread: dict[str, Any] | None = None) -> dict[str, Any]:
     """What a study's manifest says of its units: where they are stored, the thread count each model trained
-    with, and how many models and evaluation units came from the store (a resumed run) rather than computed."""
+    with, and how many models and evaluation units came from the store (a resumed run) rather than computed.
+    spread: what workers computed (robustcnn.experiments.spread), read back by the study's own pass but not
+    resumed; a pass that did not find them all is an error."""
     counts = {"store": str(store.directory), "threads_per_unit": torch.get_num_threads(), "models": len(trained),
               "models_resumed": sum(bool(r["resumed"]) for r in trained)}
     if units is not None:
-        counts.update(evaluation_units=units.counts["units"], evaluation_units_resumed=units.counts["resumed"])
+        resumed = units.counts["resumed"] - (spread["units_by_workers"] if spread else 0)
+        if resumed < 0:
+            raise RuntimeError(f"the study's pass did not find the units its workers computed: {units.counts}, {spread}")
+        counts.update(evaluation_units=units.counts["units"], evaluation_units_resumed=resumed, **(spread or {}))
     return counts
 
 

@@ -21,7 +21,7 @@ from robustcnn.errors import UsageError
 from robustcnn.experiments.common import DataCache, DataSpec, ModelSpec, fit
 from robustcnn.peaks import EPOCH_MIN_WIDTH, Z_DEFAULT, epoch_wise_peak, peaks_table
 from robustcnn.results import RunFolder, to_jsonable, write_table
-from robustcnn.sweep import Executor, SweepStore, run_sweep
+from robustcnn.sweep import Executor, SweepStore, check_placement, run_sweep
 from robustcnn.train import TrainConfig, resolve_device
 
 
@@ -80,8 +80,7 @@ class SweepStudyConfig:
     def __post_init__(self) -> None:
         if not self.seeds:
             raise UsageError("give at least one seed")
-        if self.workers < 1:
-            raise UsageError("workers must be at least 1")
+        check_placement(self.executor, self.workers, self.address)
         if not self.peak_z > 0 or self.peak_min_epochs < 1:
             raise UsageError("peak_z must be > 0 and peak_min_epochs at least 1")
         # checked here, before any run folder or training: a bad value deep in a sweep is a traceback otherwise

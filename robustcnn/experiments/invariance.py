@@ -27,7 +27,7 @@ from robustcnn.models import model_input_size
 from robustcnn.progress import track
 from robustcnn.report import redraw
 from robustcnn.results import RunFolder, atomic_write_bytes, write_table
-from robustcnn.sweep import Executor
+from robustcnn.sweep import Executor, check_placement
 from robustcnn.train import TrainConfig, resolve_device
 from robustcnn.transforms import RANDOM, Transform, apply_transform, as_transform, check_magnitude, generator
 from robustcnn.units import BlobStore
@@ -131,8 +131,7 @@ class InvarianceStudyConfig:
         names = [m.name for m in self.models]
         if not names or len(set(names)) != len(names):
             raise UsageError(f"models need distinct names, got {names}")
-        if self.workers < 1:
-            raise UsageError(f"workers must be at least 1, got {self.workers}")
+        check_placement(self.executor, self.workers, self.address)
         if self.data.label_noise or Randomization(self.data.randomization) != Randomization.NONE:
             raise UsageError("the invariance study trains on clean data; leave data.label_noise and data.randomization unset")
         for m in self.models:

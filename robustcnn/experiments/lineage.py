@@ -29,7 +29,7 @@ from robustcnn.models import count_parameters
 from robustcnn.progress import track
 from robustcnn.report import redraw
 from robustcnn.results import RunFolder, write_table
-from robustcnn.sweep import Executor
+from robustcnn.sweep import Executor, check_placement
 from robustcnn.train import TrainConfig, resolve_device
 from robustcnn.transforms import Transform
 from robustcnn.units import BlobStore, Units
@@ -78,8 +78,7 @@ class LineageStudyConfig:
         names = [m.name for m in self.models]
         if not names or len(set(names)) != len(names):
             raise UsageError(f"models need distinct names, got {names}")
-        if self.workers < 1:
-            raise UsageError(f"workers must be at least 1, got {self.workers}")
+        check_placement(self.executor, self.workers, self.address)
         if self.image_size < 8:
             raise UsageError(f"image_size must be at least 8, got {self.image_size}")
         if self.anatomy_index < -1:

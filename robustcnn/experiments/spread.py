@@ -1,0 +1,81 @@
+"""A study's evaluation units computed in worker processes or on Ray, as its models are trained there.
+
+Each job evaluates one trained model in a worker: the worker rebuilds the data and the model from the job (the
+model's weights travel with it), takes the study's CPU thread count, and runs the study's own evaluation code
+into a store in memory; the unit records it hands back go into the study's store under the ids the study's own
+pass asks for. The study then makes its usual pass, which finds every unit stored, so its tables are a local
+run's, bit for bit. A model whose units are all stored already (a resumed run) is not sent out.
+
+    jobs = [{"context": scope.context, ...}]       # one per model, each with what its worker needs
+    counts = spread_units(jobs, job_fn, store, probes, executor="local", workers=2, address=None)
+"""
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from robustcnn import progress
+from robustcnn.sweep import Executor, SweepStore, run_sweep
+from robustcnn.units import IntoStore, MemoryStore, Units
+
+
+class _Missing(Exception):
+    """A unit the store does not hold (ends all_stored's probe)."""
+
+
+def all_stored(evaluate: Callable[[Units], object], units: Units) -> bool:
+    """Whether every unit `evaluate(runner)` asks for is in units' store: the evaluation runs silently against the
+    store alone, and the first unit it lacks ends it."""
+
+    class _StoredOnly(Units):
+        def __call__(self, spec: dict[str, Any], compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+            found = self.store.get(self.unit_id(spec)) if self.store is not None else None
+            if found is None:
+                raise _Missing
+            return {**found, "resumed": True}
+
+    try:
+        with progress.task("stored units", 0, enabled=False):
+            evaluate(_StoredOnly(units.store, units.context))
+    except _Missing:
+        return False
+    return True
+
+
+def spread_units(jobs: list[dict[str, Any]], fn: Callable[[dict[str, Any]], dict[str, Any]], store: SweepStore,
+                 probes: list[Callable[[], bool]], *, executor: str, workers: int, address: str | None,
+                 label: str, describe: Callable[[dict[str, Any]], str]) -> dict[str, Any]:
+    """Run in workers the jobs whose probe says their units are not all stored; returns how many went out, how
+    many processes (other than this one) ran them and the CPU thread counts they ran with."""
+    todo = [job for job, stored in zip(jobs, probes) if not stored()]
+    if Executor(executor) == Executor.LOCAL and len(todo) < 2:
+        todo = []  # one job: the study's own pass computes it here (as the sweep engine would)
+    results = run_sweep(todo, fn, store=IntoStore(store), executor=executor, workers=workers, address=address,
+                        label=label, describe=describe) if todo else []
+    return {"evaluated_by_workers": len(todo), "units_by_workers": sum(len(r["records"]) for r in results),
+            "worker_processes": len({r["pid"] for r in results} - {os.getpid()}),
+            "worker_threads": sorted({r["threads"] for r in results})}
+
+
+def run_into_memory(context: dict[str, Any], evaluate: Callable[[Units], object]) -> dict[str, Any]:
+    """A worker's side: evaluate(runner) silently into a store in memory; the job's record (its unit records by
+    unit id, the worker's pid and thread count)."""
+    store = MemoryStore()
+    with progress.task("units", 0, enabled=False):  # silent: the study reports each job as it arrives
+        evaluate(Units(store, context))
+    return {"records": store.records, "pid": os.getpid(), "threads": torch.get_num_threads()}
+
+
+def wire_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A train record made JSON-able for a job (a job is hashed like a sweep point): blobs as base64 text."""
+    return {**{k: v for k, v in record.items() if k not in ("blobs", "resumed")},
+            "blobs64": {name: base64.b64encode(data).decode("ascii") for name, data in record["blobs"].items()}}
+
+
+def unwire_record(record: dict[str, Any]) -> dict[str, Any]:
+    return {**{k: v for k, v in record.items() if k != "blobs64"},
+            "blobs": {name: base64.b64decode(text) for name, text in record["blobs64"].items()}}
