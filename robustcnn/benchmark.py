@@ -179,7 +179,7 @@ def benchmark(model: str | nn.Module, *, dataset: Any = "mnist", weights: str | 
     if suite is not None and not lp:
         raise UsageError(f"--suite {suite} picks L-p attacks and --threat {threat} runs none: leave --suite out, or use "
                          "--threat all")
-    suite = suite or "standard"
+    suite = "standard" if suite is None else suite
     if attacks is None:
         resolve_suite(suite)  # an unknown suite: one line, before any work
         suite_name = suite if lp else "+".join(natural)

@@ -299,7 +299,7 @@ def benchmark(
     from robustcnn.benchmark_threats import check_threat
     from robustcnn.suites import resolve_suite
 
-    resolve_suite(suite or "standard")  # an unknown suite or threat: one line, before any work
+    resolve_suite("standard" if suite is None else suite)  # an unknown suite or threat: one line, before any work
     check_threat(threat)
     check_run_settings(name, seed, batch_size)
     check_spread(executor, workers, model, dataset, address=address, untrained=untrained)

@@ -110,13 +110,18 @@ def std_band(ax: Axes, x: Any, mean: Any, std: Any, color: str) -> None:
 def save_figure(fig: Figure, run_dir: Path, name: str) -> str:
     """figures/<name>.png (300 dpi), .svg and .pdf, written atomically and without timestamps (a redraw is
     byte-identical); returns the PNG's path relative to the run."""
-    # the tight box is laid out once (a full text layout, the costliest part of a save), not once per format
-    # (at the PNG's dpi, as savefig would; the vector formats get the same box)
-    shown_dpi, fig.dpi = fig.dpi, DPI
-    try:
-        box = fig.get_tightbbox(FigureCanvasAgg(fig).get_renderer()).padded(matplotlib.rcParams["savefig.pad_inches"])
-    finally:
-        fig.dpi = shown_dpi
+    # the tight box is laid out once (a full text layout, the costliest part of a save), not once per format,
+    # at the PNG's dpi as savefig would; the vector formats get the same box. A figure with a layout engine
+    # (constrained layout) is placed at draw time: it is left to savefig's own "tight".
+    box: Any = "tight"
+    if fig.get_layout_engine() is None:
+        shown_dpi, canvas = fig.dpi, fig.canvas
+        fig.dpi = DPI
+        try:
+            box = fig.get_tightbbox(FigureCanvasAgg(fig).get_renderer()).padded(matplotlib.rcParams["savefig.pad_inches"])
+        finally:
+            fig.dpi = shown_dpi
+            fig.set_canvas(canvas)
     for fmt in FORMATS:
         buf = io.BytesIO()
         metadata = {"svg": {"Date": None}, "pdf": {"CreationDate": None, "ModDate": None}}.get(fmt)

@@ -111,7 +111,7 @@ def run_sweep(points: Sequence[dict[str, Any]], fn: Callable[[dict[str, Any]], d
             if on_done is not None:
                 on_done(len(records), len(ids))
 
-        if executor == Executor.RAY:
+        if executor == Executor.RAY and todo:  # everything stored: no Ray instance to start
             _run_ray(todo, fn, finish, address)
         elif workers > 1 and len(todo) > 1:
             _run_processes(todo, fn, finish, workers)
@@ -192,8 +192,9 @@ def _run_ray(todo: list[tuple[str, dict[str, Any]]], fn: Callable, finish: Calla
         import ray
     except ImportError:
         raise UsageError("the ray executor needs Ray: pip install 'robustcnn[ray]'") from None
-    if address is not None and not ray.is_initialized():
-        check_ray_address(address)
+    target = address or os.environ.get("RAY_ADDRESS")  # ray.init(None) connects to $RAY_ADDRESS: check it as well
+    if target and not ray.is_initialized():
+        check_ray_address(target, source="--address" if address else "$RAY_ADDRESS")
     started = not ray.is_initialized()
     constants = getattr(getattr(ray, "_private", None), "ray_constants", None)
     if address is None and started and already_imported and getattr(constants, "ENABLE_RAY_CLUSTER", False):
@@ -239,20 +240,21 @@ def check_placement(executor: Executor | str, workers: object, address: str | No
     return executor
 
 
-def check_ray_address(address: str, timeout: float = 5.0) -> None:
+def check_ray_address(address: str, timeout: float = 5.0, source: str = "--address") -> None:
     """One line, within seconds, for a Ray cluster address that is malformed or that nothing answers at (ray.init
-    would retry for minutes). `auto` is left to Ray; `host:port` and `ray://host:port` are tried over TCP."""
+    would retry for minutes). `auto` is left to Ray; `host:port` and `ray://host:port` are tried over TCP.
+    source: where the address came from, for the message (--address, or $RAY_ADDRESS)."""
     if address == "auto":
         return
     host, colon, port = address.removeprefix("ray://").rpartition(":")
     if host.startswith("[") and host.endswith("]"):  # an IPv6 literal, [::1]:6379
         host = host[1:-1]
     if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UsageError(f"--address {address!r} is not a Ray cluster address: give host:port, ray://host:port or auto")
+        raise UsageError(f"{source} {address!r} is not a Ray cluster address: give host:port, ray://host:port or auto")
     import socket
 
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError as err:
         raise UsageError(f"no Ray cluster answers at {address} ({first_line(err)}); start one (`ray start --head`) or "
-                         "check --address") from None
+                         f"check {source}") from None

@@ -234,3 +234,31 @@ def test_a_single_epsilon_scorecard_sets_the_attacks_side_by_side():
     xs = [float(c.lines[0].get_xdata()[0]) for c in ax.containers if c.get_label().startswith("m / ")]
     assert len(xs) == 4 and len(set(xs)) == 4
     assert "all at eps 0.3" in ax.get_xlabel()
+
+
+@pytest.mark.parametrize("layout", [None, "constrained"])
+def test_a_saved_figure_has_the_box_matplotlib_tight_save_gives_it(tmp_path, layout):
+    """save_figure lays the tight box out once for its three formats: its PNG must be matplotlib's own
+    bbox_inches="tight" PNG at 300 dpi, pixel for pixel (a box too small would clip the legend or the title),
+    and the figure keeps the canvas it had."""
+    import io
+
+    from matplotlib.figure import Figure
+
+    def figure() -> Figure:
+        fig = Figure(figsize=(8, 4), layout=layout)
+        ax = fig.subplots()
+        ax.plot([0, 1], [0, 1], label="a long legend entry placed outside the axes")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0))
+        fig.suptitle("a suptitle that sticks out on both sides of the axes, wider than them")
+        return fig
+
+    fig = figure()
+    canvas = fig.canvas
+    save_figure(fig, tmp_path, "box")
+    assert fig.canvas is canvas
+    reference = io.BytesIO()
+    figure().savefig(reference, format="png", dpi=300, bbox_inches="tight")
+    ours, theirs = Image.open(tmp_path / "figures" / "box.png"), Image.open(reference)
+    assert ours.size == theirs.size
+    assert np.array_equal(np.asarray(ours), np.asarray(theirs))

@@ -228,6 +228,56 @@ def test_a_changed_config_recomputes_what_it_changes_and_reuses_the_rest(tmp_pat
     assert_same_tables(first, again, ["robust_accuracy", "robust_samples", "clean_accuracy", "history_lenet5"])
 
 
+TWO_MODELS = ('[{name="lenet5", train={epochs=1, batch_size=32}}, '
+              '{name="lenet5-b", arch="lenet5", train={epochs=1, batch_size=64}}]')
+
+
+@pytest.mark.slow
+def test_workers_compute_only_the_evaluation_units_a_resumed_study_lacks(tmp_path):
+    """An attack added to a finished study, run with 2 workers: each worker reads its model's stored attack
+    from the study's store and computes only the new attack and the lint (which names the attacks)."""
+    from robustcnn.experiments.adversarial import run_adversarial_study
+
+    def units(**changes) -> dict:
+        path = run_adversarial_study(tiny_study(models=TWO_MODELS, **{"evaluation.lint": "true",
+                                                                      "evaluation.lint_examples": "10", **changes}),
+                                     tmp_path, progress=False)
+        return json.loads((path / "manifest.json").read_text())["units"]
+
+    first = units()
+    assert (first["models"], first["evaluation_units"], first["evaluation_units_resumed"]) == (2, 4, 0), first
+    more = units(**{"evaluation.attacks": '["fgsm", {name="pgd", steps=3}]', "workers": "2"})
+    assert more["evaluated_by_workers"] == 2 and more["worker_processes"] >= 1, more
+    assert (more["units_by_workers"], more["evaluation_units_resumed"]) == (4, 2), more  # pgd + lint; fgsm read
+
+
+def test_a_worker_that_sees_other_examples_or_outputs_refuses_before_computing(tmp_path, monkeypatch):
+    """The study hands each evaluation job the examples' fingerprint and the model's logits on 16 of them; a
+    worker whose data or model differ (another node's files) refuses in one line instead of computing units the
+    study's pass would not find."""
+    import copy
+
+    from robustcnn.errors import UsageError
+    from robustcnn.experiments import adversarial
+
+    jobs = []
+
+    def capture(job_list, fn, store, probes, **kw) -> dict:
+        jobs.extend(job_list)
+        return {"evaluated_by_workers": 0, "units_by_workers": 0, "worker_processes": 0, "worker_threads": []}
+
+    monkeypatch.setattr(adversarial.spread, "spread_units", capture)
+    adversarial.run_adversarial_study(tiny_study(models=TWO_MODELS, workers="2"), tmp_path, progress=False)
+    job = {**jobs[0], "store": None}  # a node without the study's store folder (the pass above filled it)
+    assert len(adversarial.evaluation_job(job)["records"]) == 1  # as handed over: it computes the model's unit
+    other_logits, other_examples = copy.deepcopy(job), copy.deepcopy(job)
+    other_logits["check"]["logits"][3][1] += 0.01
+    other_examples["check"]["examples"] = "0" * len(job["check"]["examples"])
+    for bad in (other_logits, other_examples):
+        with pytest.raises(UsageError, match="a worker sees other test examples or gets other outputs"):
+            adversarial.evaluation_job(bad)
+
+
 def test_damaged_or_missing_weights_beside_a_record_are_recomputed_with_a_warning(tmp_path):
     from robustcnn.errors import RobustcnnWarning
     from robustcnn.units import BlobStore

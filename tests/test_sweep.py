@@ -337,3 +337,17 @@ def test_a_ray_address_is_dialled_at_its_host_and_port(monkeypatch, address, hos
     with pytest.raises(UsageError, match=f"no Ray cluster answers at {address.replace('[', '.').replace(']', '.')}"):
         check_ray_address(address)
     assert dialled == [(host, port)]
+
+
+@pytest.mark.timeout(120)
+def test_a_dead_ray_address_in_the_environment_is_one_line_not_a_hang(tmp_path):
+    """ray.init() without an address connects to $RAY_ADDRESS: nothing answering there is one line in seconds."""
+    pytest.importorskip("ray")
+    env = {**os.environ, "RAY_ADDRESS": "127.0.0.1:1"}
+    done = subprocess.run([sys.executable, "-m", "robustcnn", "study", "memorization", "--executor", "ray",
+                           "--device", "cpu", "-s", "data.train_subset=100", "--out", str(tmp_path / "out")],
+                          env=env, capture_output=True, text=True, timeout=110)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        "robustcnn: error: no Ray cluster answers at 127.0.0.1:1"), done.stderr[-2000:]
+    assert "check $RAY_ADDRESS" in done.stderr and "Traceback" not in done.stderr

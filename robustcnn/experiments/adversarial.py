@@ -21,8 +21,8 @@ from robustcnn.attacks import AttackConfig, ThreatModel, check_budget
 from robustcnn.data import DataBundle
 from robustcnn.errors import UsageError
 from robustcnn.evaluation import DEFAULT_ATTACKS, DEFAULT_EPSILONS, Curve, Evaluation, as_curve, evaluate_model
+from robustcnn.experiments import spread
 from robustcnn.experiments.common import DataCache, DataSpec, ModelSpec, restore_model, save_training, train_models, unit_counts
-from robustcnn.experiments.spread import all_stored, run_into_memory, spread_units, unwire_record, wire_record
 from robustcnn.progress import track
 from robustcnn.radius import radius_summary, robustness_radii
 from robustcnn.report import redraw
@@ -189,7 +189,7 @@ def run_adversarial_study(config: AdversarialStudyConfig, out: str | Path = "res
                                executor=config.executor, workers=config.workers, address=config.address,
                                progress=progress)
         units = Units(store)
-        spread = _spread_evaluations(config, trained, cache, units, device) if _spreads(config) else None
+        spread_counts = _spread_evaluations(config, trained, cache, units, device) if _spreads(config) else None
         evaluations, gallery, radius_frames, growth = [], {}, [], []
         for spec, record in track(list(zip(config.models, trained)), "adversarial", describe=lambda m: m[0].name,
                                   enabled=progress):  # a line per model
@@ -224,17 +224,19 @@ def run_adversarial_study(config: AdversarialStudyConfig, out: str | Path = "res
             write_growth_table(run.path, growth, index=config.anatomy_index, epsilon=config.anatomy_budget)
         run.extra["attack_settings"] = [{"name": a.name, "threat_model": a.threat_model.value, "restarts": a.restarts,
                                          **a.settings()} for a in ev.attacks]  # defaults resolved, for the report
-        run.extra["units"] = unit_counts(store, trained, units, spread)
+        run.extra["units"] = unit_counts(store, trained, units, spread_counts)
     return run.path
 
 
 def _evaluate(model: nn.Module, data: DataBundle, name: str, ev: EvaluationConfig, seed: int,
-              units: Units) -> tuple[Evaluation, pd.DataFrame | None]:
-    """One model's evaluation (attacks, lint) and radii as units: what the study's pass and its workers both run."""
+              units: Units, clean: bool = True) -> tuple[Evaluation, pd.DataFrame | None]:
+    """One model's evaluation (attacks, lint) and radii as units: what the study's pass and its workers both run
+    (clean=False: without the whole-split clean accuracy, which is no unit: the study's pass measures it)."""
     evaluation = evaluate_model(model, data, name=name, attacks=ev.attacks, epsilons=ev.epsilons, curve=ev.curve,
                                 n_examples=ev.n_examples, batch_size=ev.batch_size, lint=ev.lint,
                                 lint_examples=ev.lint_examples, seed=seed, keep_adversarials=ev.gallery,
-                                strong_lint=ev.cross_checks, units=units)
+                                strong_lint=ev.cross_checks, clean_splits=("train", "test") if clean else (),
+                                units=units)
     return evaluation, (_radii(model, data, name, ev, seed, units) if ev.radii else None)
 
 
@@ -245,20 +247,20 @@ def _spreads(config: AdversarialStudyConfig) -> bool:
 def _spread_evaluations(config: AdversarialStudyConfig, trained: list[dict[str, Any]], cache: DataCache, units: Units,
                         device: torch.device) -> dict[str, Any]:
     """Each model's evaluation units computed in a worker (robustcnn.experiments.spread), unless all are stored."""
-    jobs, probes = [], []
+    ev, jobs, probes = config.evaluation, [], []
     for spec, record in zip(config.models, trained):
-        scope = units.bind(model=record["point_id"])
-        jobs.append({"model": spec, "data": config.data, "evaluation": config.evaluation, "seed": config.seed,
-                     "device": str(device), "threads": torch.get_num_threads(), "record": wire_record(record),
-                     "context": scope.context})
+        scope, data = units.bind(model=record["point_id"]), cache.for_model(spec.architecture)
+        model, _ = restore_model(spec, record, data, seed=config.seed, device=device)
+        n = min(ev.n_examples, len(data.y_test))
+        jobs.append({"model": spec, "data": config.data, "evaluation": ev, "seed": config.seed, "device": str(device),
+                     "threads": torch.get_num_threads(), "record": spread.wire_record(record), "context": scope.context,
+                     "store": str(Path(units.store.directory).resolve()),
+                     "check": spread.outputs_check(model, data.x_test[:n], data.y_test[:n])})
 
-        def probe(spec: ModelSpec = spec, record: dict[str, Any] = record, scope: Units = scope) -> bool:
-            data = cache.for_model(spec.architecture)
-            model, _ = restore_model(spec, record, data, seed=config.seed, device=device)
-            return all_stored(lambda runner: _evaluate(model, data, spec.name, config.evaluation, config.seed, runner),
-                              scope)
-        probes.append(probe)
-    return spread_units(jobs, evaluation_job, units.store, probes, executor=config.executor, workers=config.workers,
+        def evaluate(runner: Units, model: nn.Module = model, data: DataBundle = data, name: str = spec.name) -> object:
+            return _evaluate(model, data, name, ev, config.seed, runner, clean=False)
+        probes.append(lambda evaluate=evaluate, scope=scope: spread.all_stored(evaluate, scope))
+    return spread.spread_units(jobs, evaluation_job, units.store, probes, executor=config.executor, workers=config.workers,
                         address=config.address, label="evaluations", describe=lambda job: job["model"].name)
 
 
@@ -267,11 +269,15 @@ def evaluation_job(job: dict[str, Any]) -> dict[str, Any]:
     from robustcnn.devices import apply_threads
 
     apply_threads(job["threads"])  # the study's count: the same float sums, the same numbers
-    spec, device = job["model"], resolve_device(job["device"])
+    spec, device, ev = job["model"], resolve_device(job["device"]), job["evaluation"]
     data = DataCache(job["data"], seed=job["seed"], device=device).for_model(spec.architecture)
-    model, _ = restore_model(spec, unwire_record(job["record"]), data, seed=job["seed"], device=device)
-    return run_into_memory(job["context"], lambda runner: _evaluate(model, data, spec.name, job["evaluation"],
-                                                                    job["seed"], runner))
+    model, _ = restore_model(spec, spread.unwire_record(job["record"]), data, seed=job["seed"], device=device)
+    n = min(ev.n_examples, len(data.y_test))
+    if not spread.same_outputs(job["check"], model, data.x_test[:n], data.y_test[:n]):
+        raise UsageError(f"a worker sees other test examples or gets other outputs from {spec.name!r} than the study "
+                         "(data or code that differ on that machine); run without --workers/--executor ray")
+    return spread.run_into_memory(job["context"], lambda runner: _evaluate(model, data, spec.name, ev, job["seed"], runner,
+                                                                    clean=False), job["store"])
 
 
 def _radii(model: nn.Module, data: DataBundle, name: str, ev: EvaluationConfig, seed: int, units: Units) -> pd.DataFrame:

@@ -4,7 +4,9 @@ Each job evaluates one trained model in a worker: the worker rebuilds the data a
 model's weights travel with it), takes the study's CPU thread count, and runs the study's own evaluation code
 into a store in memory; the unit records it hands back go into the study's store under the ids the study's own
 pass asks for. The study then makes its usual pass, which finds every unit stored, so its tables are a local
-run's, bit for bit. A model whose units are all stored already (a resumed run) is not sent out.
+run's, bit for bit. A model whose units are all stored already (a resumed run) is not sent out; a worker reads
+the units of its model that are stored and computes only the others. Before computing, a worker checks that
+it sees the study's examples and that its model gives the study's logits (outputs_check), else it refuses.
 
     jobs = [{"context": scope.context, ...}]       # one per model, each with what its worker needs
     counts = spread_units(jobs, job_fn, store, probes, executor="local", workers=2, address=None)
@@ -14,13 +16,14 @@ from __future__ import annotations
 import base64
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from robustcnn import progress
 from robustcnn.sweep import Executor, SweepStore, run_sweep
-from robustcnn.units import IntoStore, MemoryStore, Units
+from robustcnn.units import BlobStore, IntoStore, MemoryStore, Units
 
 
 class _Missing(Exception):
@@ -61,13 +64,43 @@ def spread_units(jobs: list[dict[str, Any]], fn: Callable[[dict[str, Any]], dict
             "worker_threads": sorted({r["threads"] for r in results})}
 
 
-def run_into_memory(context: dict[str, Any], evaluate: Callable[[Units], object]) -> dict[str, Any]:
-    """A worker's side: evaluate(runner) silently into a store in memory; the job's record (its unit records by
-    unit id, the worker's pid and thread count)."""
-    store = MemoryStore()
+class _ReadThrough(MemoryStore):
+    """A worker's store: what it computes stays in memory (handed back); a unit the study's store already holds
+    (a partly resumed model) is read from there when that folder is reachable (local workers; a Ray node
+    without it computes the unit again, with the same result)."""
+
+    def __init__(self, directory: str | None) -> None:
+        super().__init__()
+        self.stored = BlobStore(directory) if directory is not None and Path(directory).is_dir() else None
+
+    def get(self, pid: str) -> dict[str, Any] | None:
+        found = self.records.get(pid)
+        return found if found is not None or self.stored is None else self.stored.get(pid)
+
+
+def run_into_memory(context: dict[str, Any], evaluate: Callable[[Units], object],
+                    store: str | None = None) -> dict[str, Any]:
+    """A worker's side: evaluate(runner) silently; the job's record holds the unit records it computed (by unit
+    id; units already in the study's `store` folder are read, not recomputed), the worker's pid and thread count."""
+    memory = _ReadThrough(store)
     with progress.task("units", 0, enabled=False):  # silent: the study reports each job as it arrives
-        evaluate(Units(store, context))
-    return {"records": store.records, "pid": os.getpid(), "threads": torch.get_num_threads()}
+        evaluate(Units(memory, context))
+    return {"records": memory.records, "pid": os.getpid(), "threads": torch.get_num_threads()}
+
+
+def outputs_check(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
+    """What a worker must reproduce before it computes anything: the evaluated examples and the model's logits
+    on the first 16 of them (a node with other data files or other code would otherwise compute other units)."""
+    from robustcnn.attacks import predict
+    from robustcnn.units import examples_fingerprint
+
+    return {"examples": examples_fingerprint(x, y), "logits": predict(model, x[:16]).cpu().tolist()}
+
+
+def same_outputs(expected: dict[str, Any], model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> bool:
+    got = outputs_check(model, x, y)
+    return got["examples"] == expected["examples"] and torch.allclose(
+        torch.tensor(got["logits"]), torch.tensor(expected["logits"]), rtol=1e-4, atol=1e-5)
 
 
 def wire_record(record: dict[str, Any]) -> dict[str, Any]:
