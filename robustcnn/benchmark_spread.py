@@ -11,7 +11,6 @@ and the natural threats run here.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -21,8 +20,8 @@ import torch.nn as nn
 from robustcnn.attacks import AttackConfig, predict
 from robustcnn.data import DataBundle
 from robustcnn.errors import UsageError
-from robustcnn.sweep import Executor, check_placement, run_sweep
-from robustcnn.units import IntoStore, Units
+from robustcnn.sweep import Executor, check_placement
+from robustcnn.units import Units, run_into_memory, spread_units
 
 
 class AttackJob(NamedTuple):
@@ -89,18 +88,17 @@ def spread_attacks(jobs: list[AttackJob], net: nn.Module, data: DataBundle, reci
     (other than this one) computed them and the CPU thread counts they ran with (this process's, always)."""
     from robustcnn.model_loading import weights_hash
 
-    todo = [(job, unit_id) for job in jobs if units.store.get(unit_id := job_unit_id(job, net, data, units)) is None]
-    if Executor(executor) == Executor.LOCAL and len(todo) < 2:
-        todo = []  # one unit: the benchmark's own pass computes it here (as the sweep engine would)
+    ids = [job_unit_id(job, net, data, units) for job in jobs]
     recipe = {**recipe, **{k: str(Path(recipe[k]).resolve()) for k in ("weights", "data_root") if recipe[k]},
               "model": _absolute_model(recipe["model"])}  # a worker (or Ray) may start elsewhere
     logits = predict(net, data.x_test[:16]).cpu().tolist()  # what the model computes, not only what its weights are
     points = [{"recipe": recipe, "job": job._asdict(), "context": units.context, "weights": weights_hash(net),
-               "logits": logits, "unit_id": unit_id} for job, unit_id in todo]
-    results = run_sweep(points, attack_job, store=IntoStore(units.store), executor=executor, workers=workers,
-                        address=address, label="attack units", describe=_describe) if points else []
-    return {"computed_by_workers": len(todo), "worker_processes": len({r["pid"] for r in results} - {os.getpid()}),
-            "worker_threads": sorted({r["threads"] for r in results})}
+               "logits": logits, "unit_id": unit_id} for job, unit_id in zip(jobs, ids)]
+    probes = [lambda unit_id=unit_id: units.store.get(unit_id) is not None for unit_id in ids]
+    counts = spread_units(points, attack_job, units.store, probes, executor=executor, workers=workers, address=address,
+                          label="attack units", describe=_describe)
+    return {"computed_by_workers": counts["evaluated_by_workers"], "worker_processes": counts["worker_processes"],
+            "worker_threads": counts["worker_threads"]}
 
 
 def _absolute_model(model: str) -> str:
@@ -123,11 +121,9 @@ def _describe(point: dict[str, Any]) -> str:
 
 def attack_job(point: dict[str, Any]) -> dict[str, Any]:
     """One attack unit in a worker (module-level: spawned processes and Ray pickle it): its records by unit id."""
-    from robustcnn import progress
     from robustcnn.devices import apply_threads
     from robustcnn.model_loading import weights_hash
     from robustcnn.preflight import load_data, load_net
-    from robustcnn.units import MemoryStore
 
     apply_threads(point["context"]["threads"])  # the benchmark's count: the same float sums, the same numbers
     recipe = point["recipe"]
@@ -136,12 +132,10 @@ def attack_job(point: dict[str, Any]) -> dict[str, Any]:
     if weights_hash(net) != point["weights"] or not same:
         raise UsageError(f"a worker built {recipe['model']!r} with other weights than the benchmark's (a random "
                          "initialisation, or files that differ on this machine); run without --workers/--executor")
-    store = MemoryStore()
-    with progress.task("attack unit", 0, enabled=False):  # silent: the benchmark reports each unit as it arrives
-        _evaluate(net, data, AttackJob(**point["job"]), Units(store, point["context"]))
-    if set(store.records) != {point["unit_id"]}:  # the id the benchmark's own pass will ask for
-        raise RuntimeError(f"a worker computed units {sorted(store.records)}, not {point['unit_id']}")
-    return {"records": store.records, "pid": os.getpid(), "threads": torch.get_num_threads()}
+    result = run_into_memory(point["context"], lambda runner: _evaluate(net, data, AttackJob(**point["job"]), runner))
+    if set(result["records"]) != {point["unit_id"]}:  # the id the benchmark's own pass will ask for
+        raise RuntimeError(f"a worker computed units {sorted(result['records'])}, not {point['unit_id']}")
+    return result
 
 
 def unit_counts(units: Units | None, spread: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -16,17 +16,21 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import os
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
+from robustcnn import progress
 from robustcnn.errors import RobustcnnWarning
 from robustcnn.results import atomic_write_bytes
-from robustcnn.sweep import SweepStore, point_id
+from robustcnn.sweep import Executor, SweepStore, point_id, run_sweep
 
 # (spec, compute) -> record: runs compute() for a unit named by spec, or returns its stored record
 UnitRunner = Callable[[dict[str, Any], Callable[[], dict[str, Any]]], dict[str, Any]]
@@ -203,3 +207,43 @@ class IntoStore(SweepStore):
     def put(self, pid: str, record: dict[str, Any]) -> None:
         for unit_id, unit_record in record["records"].items():
             self.target.put(unit_id, unit_record)
+
+
+def spread_units(jobs: list[dict[str, Any]], fn: Callable[[dict[str, Any]], dict[str, Any]], store: SweepStore,
+                 probes: list[Callable[[], bool]], *, executor: str, workers: int, address: str | None,
+                 label: str, describe: Callable[[dict[str, Any]], str]) -> dict[str, Any]:
+    """Run in workers the jobs whose probe says their units are not all stored (each job returns its unit records
+    by id, as run_into_memory does; they go into `store` as they arrive); returns how many went out, how many
+    processes (other than this one) ran them, how many units they computed and the CPU thread counts they had."""
+    todo = [job for job, stored in zip(jobs, probes) if not stored()]
+    if Executor(executor) == Executor.LOCAL and len(todo) < 2:
+        todo = []  # one job: the caller's own pass computes it here (as the sweep engine would)
+    results = run_sweep(todo, fn, store=IntoStore(store), executor=executor, workers=workers, address=address,
+                        label=label, describe=describe) if todo else []
+    return {"evaluated_by_workers": len(todo), "units_by_workers": sum(len(r["records"]) for r in results),
+            "worker_processes": len({r["pid"] for r in results} - {os.getpid()}),
+            "worker_threads": sorted({r["threads"] for r in results})}
+
+
+class ReadThroughStore(MemoryStore):
+    """A worker's store: what it computes stays in memory (handed back); a unit the study's store already holds
+    (a partly resumed model) is read from there when that folder is reachable (local workers; a Ray node
+    without it computes the unit again, with the same result)."""
+
+    def __init__(self, directory: str | None) -> None:
+        super().__init__()
+        self.stored = BlobStore(directory) if directory is not None and Path(directory).is_dir() else None
+
+    def get(self, pid: str) -> dict[str, Any] | None:
+        found = self.records.get(pid)
+        return found if found is not None or self.stored is None else self.stored.get(pid)
+
+
+def run_into_memory(context: dict[str, Any], evaluate: Callable[[Units], object],
+                    store: str | None = None) -> dict[str, Any]:
+    """A worker's side: evaluate(runner) silently; the job's record holds the unit records it computed (by unit
+    id; units already in the caller's `store` folder are read, not recomputed), the worker's pid and thread count."""
+    memory = ReadThroughStore(store)
+    with progress.task("units", 0, enabled=False):  # silent: the caller reports each job as it arrives
+        evaluate(Units(memory, context))
+    return {"records": memory.records, "pid": os.getpid(), "threads": torch.get_num_threads()}

@@ -266,7 +266,7 @@ def test_a_worker_that_sees_other_examples_or_outputs_refuses_before_computing(t
         jobs.extend(job_list)
         return {"evaluated_by_workers": 0, "units_by_workers": 0, "worker_processes": 0, "worker_threads": []}
 
-    monkeypatch.setattr(adversarial.spread, "spread_units", capture)
+    monkeypatch.setattr(adversarial, "spread_units", capture)
     adversarial.run_adversarial_study(tiny_study(models=TWO_MODELS, workers="2"), tmp_path, progress=False)
     job = {**jobs[0], "store": None}  # a node without the study's store folder (the pass above filled it)
     assert len(adversarial.evaluation_job(job)["records"]) == 1  # as handed over: it computes the model's unit

@@ -30,7 +30,7 @@ from robustcnn.results import RunFolder, atomic_write_bytes, write_table
 from robustcnn.suites import resolve_suite, suite_label
 from robustcnn.sweep import Executor, check_placement
 from robustcnn.train import AdversarialTraining, TrainConfig, resolve_device
-from robustcnn.units import BlobStore, Units, examples_fingerprint, record_tensor, tensor_record
+from robustcnn.units import BlobStore, Units, examples_fingerprint, record_tensor, run_into_memory, spread_units, tensor_record
 
 
 @dataclass(frozen=True)
@@ -260,7 +260,7 @@ def _spread_evaluations(config: AdversarialStudyConfig, trained: list[dict[str, 
         def evaluate(runner: Units, model: nn.Module = model, data: DataBundle = data, name: str = spec.name) -> object:
             return _evaluate(model, data, name, ev, config.seed, runner, clean=False)
         probes.append(lambda evaluate=evaluate, scope=scope: spread.all_stored(evaluate, scope))
-    return spread.spread_units(jobs, evaluation_job, units.store, probes, executor=config.executor, workers=config.workers,
+    return spread_units(jobs, evaluation_job, units.store, probes, executor=config.executor, workers=config.workers,
                         address=config.address, label="evaluations", describe=lambda job: job["model"].name)
 
 
@@ -276,8 +276,8 @@ def evaluation_job(job: dict[str, Any]) -> dict[str, Any]:
     if not spread.same_outputs(job["check"], model, data.x_test[:n], data.y_test[:n]):
         raise UsageError(f"a worker sees other test examples or gets other outputs from {spec.name!r} than the study "
                          "(data or code that differ on that machine); run without --workers/--executor ray")
-    return spread.run_into_memory(job["context"], lambda runner: _evaluate(model, data, spec.name, ev, job["seed"], runner,
-                                                                    clean=False), job["store"])
+    return run_into_memory(job["context"], lambda runner: _evaluate(model, data, spec.name, ev, job["seed"], runner,
+                                                             clean=False), job["store"])
 
 
 def _radii(model: nn.Module, data: DataBundle, name: str, ev: EvaluationConfig, seed: int, units: Units) -> pd.DataFrame:

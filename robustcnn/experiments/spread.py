@@ -9,21 +9,19 @@ the units of its model that are stored and computes only the others. Before comp
 it sees the study's examples and that its model gives the study's logits (outputs_check), else it refuses.
 
     jobs = [{"context": scope.context, ...}]       # one per model, each with what its worker needs
-    counts = spread_units(jobs, job_fn, store, probes, executor="local", workers=2, address=None)
+    counts = units.spread_units(jobs, job_fn, store, probes, executor="local", workers=2, address=None)
+    # in the worker: units.run_into_memory(job["context"], evaluate, job["store"])
 """
 from __future__ import annotations
 
 import base64
-import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from robustcnn import progress
-from robustcnn.sweep import Executor, SweepStore, run_sweep
-from robustcnn.units import BlobStore, IntoStore, MemoryStore, Units
+from robustcnn.units import Units
 
 
 class _Missing(Exception):
@@ -47,45 +45,6 @@ def all_stored(evaluate: Callable[[Units], object], units: Units) -> bool:
     except _Missing:
         return False
     return True
-
-
-def spread_units(jobs: list[dict[str, Any]], fn: Callable[[dict[str, Any]], dict[str, Any]], store: SweepStore,
-                 probes: list[Callable[[], bool]], *, executor: str, workers: int, address: str | None,
-                 label: str, describe: Callable[[dict[str, Any]], str]) -> dict[str, Any]:
-    """Run in workers the jobs whose probe says their units are not all stored; returns how many went out, how
-    many processes (other than this one) ran them and the CPU thread counts they ran with."""
-    todo = [job for job, stored in zip(jobs, probes) if not stored()]
-    if Executor(executor) == Executor.LOCAL and len(todo) < 2:
-        todo = []  # one job: the study's own pass computes it here (as the sweep engine would)
-    results = run_sweep(todo, fn, store=IntoStore(store), executor=executor, workers=workers, address=address,
-                        label=label, describe=describe) if todo else []
-    return {"evaluated_by_workers": len(todo), "units_by_workers": sum(len(r["records"]) for r in results),
-            "worker_processes": len({r["pid"] for r in results} - {os.getpid()}),
-            "worker_threads": sorted({r["threads"] for r in results})}
-
-
-class _ReadThrough(MemoryStore):
-    """A worker's store: what it computes stays in memory (handed back); a unit the study's store already holds
-    (a partly resumed model) is read from there when that folder is reachable (local workers; a Ray node
-    without it computes the unit again, with the same result)."""
-
-    def __init__(self, directory: str | None) -> None:
-        super().__init__()
-        self.stored = BlobStore(directory) if directory is not None and Path(directory).is_dir() else None
-
-    def get(self, pid: str) -> dict[str, Any] | None:
-        found = self.records.get(pid)
-        return found if found is not None or self.stored is None else self.stored.get(pid)
-
-
-def run_into_memory(context: dict[str, Any], evaluate: Callable[[Units], object],
-                    store: str | None = None) -> dict[str, Any]:
-    """A worker's side: evaluate(runner) silently; the job's record holds the unit records it computed (by unit
-    id; units already in the study's `store` folder are read, not recomputed), the worker's pid and thread count."""
-    memory = _ReadThrough(store)
-    with progress.task("units", 0, enabled=False):  # silent: the study reports each job as it arrives
-        evaluate(Units(memory, context))
-    return {"records": memory.records, "pid": os.getpid(), "threads": torch.get_num_threads()}
 
 
 def outputs_check(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
