@@ -227,8 +227,7 @@ def plot_norms(samples: pd.DataFrame, colors: dict[str, str] | None = None, curv
     for col, attack in enumerate(attacks):
         part = found[found["attack"] == attack]
         threat = threat_label(part["threat_model"].iloc[0])
-        budget = f"{threat} attack at eps {part['epsilon'].iloc[0]:g}" + (
-            " (cumulative: broken at any grid eps up to it)" if curve == "cumulative" else f" ({curve})")
+        budget = f"{attack}, {threat} attack at eps {part['epsilon'].iloc[0]:g} ({curve} curve)"
         for row, (norm, name) in enumerate((("perturbation_linf", "L-inf"), ("perturbation_l2", "L2"))):
             ax = axes[row, col]
             for model, g in part.groupby("model", sort=False):
@@ -236,8 +235,11 @@ def plot_norms(samples: pd.DataFrame, colors: dict[str, str] | None = None, curv
                         label=f"{model} (found: {len(g)} of n={evaluated[(attack, model)]})")
             note = " (grid epsilons, not minimal)" if name == threat else " (not minimal)"
             ax.set(xlabel=f"{name} norm of the perturbation found", ylabel="adversarial examples",
-                   title=f"{attack}: {name} norm{note}\n{budget}")
+                   title=f"{budget}\n{name} norm{note}")
             legend(ax)
+    # one line for what every panel shares, so the panels' titles stay short enough not to run into each other
+    fig.suptitle("adversarial examples found on the test split, at each attack's largest epsilon" + (
+        " (cumulative: broken at any grid eps up to it)" if curve == "cumulative" else ""))
     fig.tight_layout()
     return fig
 

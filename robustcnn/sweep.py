@@ -192,9 +192,10 @@ def _run_ray(todo: list[tuple[str, dict[str, Any]]], fn: Callable, finish: Calla
         import ray
     except ImportError:
         raise UsageError("the ray executor needs Ray: pip install 'robustcnn[ray]'") from None
-    target = address or os.environ.get("RAY_ADDRESS")  # ray.init(None) connects to $RAY_ADDRESS: check it as well
+    # ray.init(None) connects to $RAY_ADDRESS: check it as well
+    target = address if address is not None else os.environ.get("RAY_ADDRESS")
     if target and not ray.is_initialized():
-        check_ray_address(target, source="--address" if address else "$RAY_ADDRESS")
+        check_ray_address(target, source="--address" if address is not None else "$RAY_ADDRESS")
     started = not ray.is_initialized()
     constants = getattr(getattr(ray, "_private", None), "ray_constants", None)
     if address is None and started and already_imported and getattr(constants, "ENABLE_RAY_CLUSTER", False):
@@ -235,6 +236,8 @@ def check_placement(executor: Executor | str, workers: object, address: str | No
         raise UsageError(f"unknown executor {executor!r}; choose local or ray") from None
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise UsageError(f"workers must be a whole number >= 1, got {workers!r}")
+    if address is not None and not address.strip():
+        raise UsageError("the Ray address is empty: give host:port, ray://host:port or auto, or leave it out")
     if address is not None and executor != Executor.RAY:
         raise UsageError(f"address {address!r} names a Ray cluster: pass it with --executor ray (-s executor=ray)")
     return executor

@@ -161,6 +161,8 @@ CASES: list[tuple[str, Case, str]] = [
     *[(f"{kind}-address-without-ray", lambda t, kind=kind: ["study", kind, "-s", "address=\"127.0.0.1:1\""],
        "names a Ray cluster: pass it with --executor ray") for kind in ("adversarial", "lineage", "invariance",
                                                                          "memorization")],
+    ("empty-ray-address", lambda t: ["study", "adversarial", "--executor", "ray", "--address", ""],
+     "the Ray address is empty"),
     ("adversarial-address-flag-without-ray", lambda t: ["study", "adversarial", "--address", "127.0.0.1:1"],
      "names a Ray cluster: pass it with --executor ray"),
     ("empty-suite", lambda t: ["benchmark", "lenet5", *BENCH[:6], "--device", "cpu", "--weights", lenet_file(t),
