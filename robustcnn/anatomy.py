@@ -133,6 +133,7 @@ def anatomy_arrays(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, *,
     layers = anatomy(model, x, x_adv=x_adv)
     arrays: dict[str, Any] = {"names": np.array([layer.name for layer in layers]),
                               "kinds": np.array([layer.kind for layer in layers]),
+                              "counts": np.array([layer.maps.shape[1] for layer in layers]),  # maps per layer, all
                               "input": x[0].cpu().numpy(), "input_adv": x_adv[0].cpu().numpy()}
     for i, layer in enumerate(layers):
         arrays[f"maps__{i}"] = layer.maps[0, :max_maps].numpy()
@@ -160,7 +161,8 @@ def anatomy_of_test_image(model: nn.Module, data: Any, index: int, *, epsilon: f
     with torch.no_grad():
         preds = model(torch.cat([x, x_adv])).argmax(1).tolist()
     arrays.update(label=np.array(int(y)), clean_pred=np.array(preds[0]), adv_pred=np.array(preds[1]),
-                  epsilon=np.array(epsilon), index=np.array(index), class_names=np.array(data.class_names))
+                  epsilon=np.array(epsilon), steps=np.array(steps), index=np.array(index),
+                  class_names=np.array(data.class_names))
     return arrays, growth
 
 

@@ -160,15 +160,15 @@ def plot_gallery(npz: dict[str, np.ndarray]) -> Figure:
         for row, (i, delta) in enumerate(zip(rows[model], deltas)):
             cols = axes[row, 3 * m:3 * m + 3]
             broken = npz[f"adv_pred__{model}"][i] != label[i]
-            cols[0].imshow(_image(x[i]), cmap="gray", vmin=0, vmax=1)
+            cols[0].imshow(_image(x[i]), cmap="gray", vmin=0, vmax=1, interpolation="none")
             cols[0].set_title(f"{model}: true {names[label[i]]}\npredicted {names[npz[f'clean_pred__{model}'][i]]} "
                               f"({npz[f'clean_conf__{model}'][i]:.0%})", fontsize=7)
-            image = cols[1].imshow(delta, cmap="RdBu_r", vmin=-scale, vmax=scale)
+            image = cols[1].imshow(delta, cmap="RdBu_r", vmin=-scale, vmax=scale, interpolation="none")
             d = adv[i] - x[i]
             norms = f"|d|inf={float(np.abs(d).max()):.3g}, |d|2={float(np.sqrt((d ** 2).sum())):.3g}"
             cols[1].set_title(f"perturbation\n{norms}" if broken else "attack failed\n(no adversarial found)",
                               fontsize=7)
-            cols[2].imshow(_image(adv[i]), cmap="gray", vmin=0, vmax=1)
+            cols[2].imshow(_image(adv[i]), cmap="gray", vmin=0, vmax=1, interpolation="none")
             cols[2].set_title(f"adversarial\n{names[npz[f'adv_pred__{model}'][i]]} "
                               f"({npz[f'adv_conf__{model}'][i]:.0%})", fontsize=7)
         if image is not None:  # under the model's last perturbation panel, on the scale all its panels share
@@ -180,9 +180,10 @@ def plot_gallery(npz: dict[str, np.ndarray]) -> Figure:
         else:
             axes[0, 3 * m].set_title(f"{model}: no example of the first {len(label)}\nwas classified correctly",
                                      fontsize=7)
-    fig.suptitle(f"{npz['attack']} up to epsilon {float(npz['epsilon']):g}, examples classified correctly before the "
-                 "attack (broken ones first, each at the smallest grid epsilon that breaks it):\noriginal | "
-                 "perturbation | adversarial", fontsize=9)
+    shown = len(npz[f"labels__{models[0]}"]) if models else 0
+    fig.suptitle(f"{npz['attack']} up to epsilon {float(npz['epsilon']):g} on the first {shown} test-split images: those "
+                 "classified correctly before the attack\n(broken ones first, each at the smallest grid epsilon that "
+                 "breaks it): original | perturbation | adversarial", fontsize=9)
     return fig
 
 
@@ -252,9 +253,10 @@ def _last_int(h: pd.DataFrame, column: str) -> int | None:
 
 
 def plot_adversarial_training(histories: dict[str, pd.DataFrame], colors: dict[str, str] | None = None, *,
-                              robust_n: dict[str, int] | None = None) -> Figure:
+                              robust_n: dict[str, int] | None = None, attacks: dict[str, str] | None = None) -> Figure:
     """Clean and robust test accuracy per epoch (robust overfitting, Rice et al. 2020), and the running accuracy
-    on the adversarial training batches, each under its own label."""
+    on the adversarial training batches, each under its own label. attacks: per model, the attack that made its
+    training batches ('PGD-3'), named in the label."""
     colors = model_colors(histories) if colors is None else colors
     fig, ax = subplots(figsize=(7, 4.4))
     banded = False
@@ -272,7 +274,8 @@ def plot_adversarial_training(histories: dict[str, pd.DataFrame], colors: dict[s
             banded = True
         running = "train_accuracy_running" if "train_accuracy_running" in h else "train_accuracy"
         ax.plot(h["epoch"], h[running], color=c, ls=":", lw=1.6,
-                label=f"{label}: train, adversarial batches (running average, train mode)")
+                label=f"{label}: train, {(attacks or {}).get(label, 'adversarial')} batches{eps} (running average, "
+                      "train mode)")
     ax.set(ylabel="accuracy", ylim=(-0.02, 1.02), title="adversarial training" +
            ("; band: 95 % Wilson interval of robust test accuracy" if banded else ""))
     epoch_axis(ax, max(float(h["epoch"].max()) for h in histories.values()))

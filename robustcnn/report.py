@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -38,6 +39,9 @@ from robustcnn.results import (
     run_files,
     write_json,
 )
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 REPORTERS: dict[str, Callable[[Path], str]] = {}
 
@@ -240,8 +244,8 @@ def report_adversarial(run_dir: Path) -> str:
     test_n = dict(zip(clean.loc[clean["split"] == "test", "model"], clean.loc[clean["split"] == "test", "n"]))
     adv_hist = {k: h for k, h in histories.items() if "robust_test_accuracy" in h}
     if adv_hist:
-        figs.append(("adversarial training", save_figure(plot_adversarial_training(
-            adv_hist, colors, robust_n=_robust_eval_n(run_dir, adv_hist)), run_dir, "adversarial_training")))
+        figs.append(("adversarial training", save_figure(_training_figure(run_dir, adv_hist, colors), run_dir,
+                                                         "adversarial_training")))
     if histories:
         figs.append(("training curves", save_figure(plot_history(histories, "training", colors, test_n=test_n),
                                                     run_dir, "training")))
@@ -267,18 +271,26 @@ def report_adversarial(run_dir: Path) -> str:
     return "\n".join(lines + figure_lines(figs) + report_lineage.anatomy_lines(run_dir, models, colors))
 
 
-def _robust_eval_n(run_dir: Path, histories: dict[str, pd.DataFrame]) -> dict[str, int]:
-    """Per adversarially trained model, how many test examples its per-epoch robust accuracy used."""
+def _adversarial_settings(run_dir: Path, histories: dict[str, pd.DataFrame]) -> dict[str, dict[str, Any]]:
+    """Per adversarially trained model of `histories`, its train.adversarial settings from the manifest's config
+    (none for a run without a manifest: the figure's labels then say less)."""
     if not (run_dir / "manifest.json").exists():
         return {}
     from robustcnn.report_setup import model_specs
 
-    out = {}
-    for label, spec in model_specs(read_manifest(run_dir).get("config") or {}):
-        adv = (spec.get("train") or {}).get("adversarial") or {}
-        if label in histories and adv.get("eval_examples"):
-            out[label] = int(adv["eval_examples"])
-    return out
+    specs = model_specs(read_manifest(run_dir).get("config") or {})
+    return {label: adv for label, spec in specs if label in histories
+            and (adv := (spec.get("train") or {}).get("adversarial") or {})}
+
+
+def _training_figure(run_dir: Path, histories: dict[str, pd.DataFrame], colors: dict[str, str]) -> Figure:
+    """plot_adversarial_training labelled from the config: how many test examples each model's per-epoch robust
+    accuracy used, and the attack that made its training batches ('PGD-3'; 'FGSM-RS': FGSM with a random start)."""
+    settings = _adversarial_settings(run_dir, histories)
+    robust_n = {k: int(a["eval_examples"]) for k, a in settings.items() if a.get("eval_examples")}
+    attacks = {k: {"pgd": f"PGD-{a['steps']}" if a.get("steps") else "PGD", "fgsm": "FGSM-RS"}.get(
+        str(a.get("method")).lower(), str(a.get("method"))) for k, a in settings.items() if a.get("method")}
+    return plot_adversarial_training(histories, colors, robust_n=robust_n, attacks=attacks)
 
 
 # ------------------------------------------------------------------ benchmark scorecards

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import FormatStrFormatter
 
 from robustcnn.figures import plot_robust_curves
 from robustcnn.plotstyle import color_of, legend, model_colors, save_figure, subplots
@@ -42,7 +43,7 @@ def mosaic(maps: np.ndarray, cols: int, gap: int = 1) -> np.ndarray:
 
 
 def _show(ax, img: np.ndarray, **kw) -> None:
-    ax.imshow(np.ma.masked_invalid(img), interpolation="nearest", **kw)
+    ax.imshow(np.ma.masked_invalid(img), interpolation="none", **kw)
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -71,6 +72,7 @@ def plot_feature_maps(npz: dict[str, np.ndarray], title: str) -> Figure:
     their difference (a symmetric scale per layer). The input comes first."""
     names, kinds = list(npz["names"]), list(npz["kinds"])
     blocks = [(n, k, npz[f"maps__{i}"], npz[f"adv__{i}"]) for i, (n, k) in enumerate(zip(names, kinds))]
+    counts = list(npz["counts"]) if "counts" in npz else [None] * len(blocks)  # older arrays: only those shown
     fig, axes = subplots(len(blocks) + 1, 3, figsize=(12, 3.0 + 1.25 * len(blocks)), squeeze=False,
                          gridspec_kw={"height_ratios": [2.4] + [1] * len(blocks)})
     x, x_adv = npz["input"], npz["input_adv"]
@@ -82,7 +84,7 @@ def plot_feature_maps(npz: dict[str, np.ndarray], title: str) -> Figure:
     spread = float(np.abs(delta).max()) or 1.0
     _show(axes[0, 2], delta, cmap="RdBu_r", vmin=-spread, vmax=spread)
     axes[0, 2].set_title(f"perturbation (+-{spread:.2g})", fontsize=8)
-    for row, (name, kind, clean, adv) in enumerate(blocks, start=1):
+    for row, ((name, kind, clean, adv), count) in enumerate(zip(blocks, counts), start=1):
         cols = min(MAX_COLUMNS, clean.shape[0])
         low, high = float(min(clean.min(), adv.min())), float(max(clean.max(), adv.max()))
         diff = adv - clean
@@ -91,7 +93,7 @@ def plot_feature_maps(npz: dict[str, np.ndarray], title: str) -> Figure:
         _show(axes[row, 1], mosaic(adv, cols), cmap="viridis", vmin=low, vmax=high)
         _show(axes[row, 2], mosaic(diff, cols), cmap="RdBu_r", vmin=-spread, vmax=spread)
         axes[row, 0].set_ylabel(f"{name}\n{kind}", fontsize=7)
-        axes[row, 0].set_title(f"clean, {clean.shape[0]} maps {clean.shape[1]}x{clean.shape[2]} "
+        axes[row, 0].set_title(f"clean, {_how_many(clean.shape[0], count)} {clean.shape[1]}x{clean.shape[2]} "
                                f"(scale {low:.2g}..{high:.2g})", fontsize=7)
         axes[row, 1].set_title("adversarial (same scale)", fontsize=7)
         axes[row, 2].set_title(f"difference (+-{spread:.2g})", fontsize=7)
@@ -100,16 +102,34 @@ def plot_feature_maps(npz: dict[str, np.ndarray], title: str) -> Figure:
     return fig
 
 
-def plot_growth(growth: pd.DataFrame, colors: dict[str, str] | None = None) -> Figure:
-    """Relative change ||f(x_adv) - f(x)|| / ||f(x)|| through the layers, one line per model."""
+def _how_many(shown: int, count: int | None) -> str:
+    """'6 maps', 'the first 8 of 16 maps', or '8 maps shown' for arrays saved before the count was."""
+    if count is None:
+        return f"{shown} maps shown"
+    return f"{shown} maps" if int(count) == shown else f"the first {shown} of {int(count)} maps"
+
+
+def plot_growth(growth: pd.DataFrame, colors: dict[str, str] | None = None, setting: str = "") -> Figure:
+    """Relative change ||f(x_adv) - f(x)|| / ||f(x)|| through the layers, one line per model. setting: what made
+    x_adv ('test image 0, PGD-40 L-inf eps 0.15'), for the title. The x axis names the layers when every model
+    has the same ones, else it counts them."""
     colors = model_colors(growth["model"]) if colors is None else colors
     fig, ax = subplots(figsize=(7.5, 3.8))
+    layer_lists = [tuple(zip(g["layer"], g["kind"])) for _, g in growth.groupby("model", sort=False)]
     for model, g in growth.groupby("model", sort=False):
         ax.plot(range(len(g)), g["relative_change"], marker="o", color=color_of(colors, model), label=model)
-        if growth["model"].nunique() == 1:
-            ax.set_xticks(range(len(g)), [f"{n}\n{k}" for n, k in zip(g["layer"], g["kind"])], fontsize=6)
-    ax.set(xlabel="layer (input first)", ylabel="relative change under the attack", yscale="log",
-           title="where the adversarial perturbation grows")
+    longest = max(layer_lists, key=len)
+    if len(set(layer_lists)) == 1:
+        ax.set_xticks(range(len(longest)), [f"{n}\n{k}" for n, k in longest], fontsize=6)
+        ax.set_xlabel("layer (input first)")
+    else:  # models with other layers: a position means the k-th shown layer of each
+        ax.set_xticks(range(len(longest)))
+        ax.set_xlabel("layer position (0 = input; models with different layers)")
+    ax.set(ylabel="relative change under the attack", yscale="log",
+           title="where the adversarial perturbation grows" + (f" ({setting})" if setting else ""))
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%.2g"))
+    ax.yaxis.set_minor_formatter(FormatStrFormatter("%.2g"))
+    ax.tick_params(axis="y", which="minor", labelsize=6)
     ax.grid(alpha=0.3)
     legend(ax)
     return fig
@@ -121,7 +141,9 @@ def anatomy_section(run_dir: Path, npz_path: Path, model: str) -> list[str]:
         npz = {k: f[k] for k in f.files}
     names = list(npz["class_names"])
     label, clean, adv = (names[int(npz[k])] for k in ("label", "clean_pred", "adv_pred"))
-    title = (f"{model}: test image with label {label}, predicted {clean}; PGD eps {float(npz['epsilon']):g} "
+    image = f"test image {int(npz['index'])}" if "index" in npz else "test image"
+    steps = f"-{int(npz['steps'])}" if "steps" in npz else ""
+    title = (f"{model}: {image} with label {label}, predicted {clean}; PGD{steps} L-inf eps {float(npz['epsilon']):g} "
              f"-> predicted {adv}")
     stem = npz_path.stem.removeprefix("anatomy").lstrip("_")
     suffix = f"_{stem}" if stem else ""
@@ -142,7 +164,8 @@ def report_anatomy(run_dir: Path) -> str:
               "gives the relative L2 change of each layer's whole output.", ""]
     lines += setup_section(run_dir, ["**n**: one test image and its PGD adversarial example"])
     lines += table_section(run_dir, "anatomy", "Growth of the perturbation through the layers", growth)
-    lines += [f"![growth]({save_figure(plot_growth(growth), run_dir, 'growth')})", ""]
+    setting = _anatomy_setting({model: run_dir / "data" / "anatomy.npz"}, {})
+    lines += [f"![growth]({save_figure(plot_growth(growth, setting=setting.rstrip('; ')), run_dir, 'growth')})", ""]
     return "\n".join(lines + anatomy_section(run_dir, run_dir / "data" / "anatomy.npz", model))
 
 
@@ -187,9 +210,13 @@ def _anatomy_setting(found: dict[str, Path], config: dict) -> str:
     """'test image 3, PGD-40 L-inf eps 0.15; ' from the saved arrays (older ones lack the index: the config's)."""
     if not found:
         return ""
-    with np.load(next(iter(found.values()))) as f:
+    path = next(iter(found.values()))
+    if not path.exists():
+        return ""
+    with np.load(path) as f:
         index = int(f["index"]) if "index" in f.files else config.get("anatomy_index")
-        return (f"test image {index}, " if index is not None else "") + f"PGD-40 L-inf eps {float(f['epsilon']):g}; "
+        steps = int(f["steps"]) if "steps" in f.files else 40  # arrays saved before steps were: always 40
+        return (f"test image {index}, " if index is not None else "") + f"PGD-{steps} L-inf eps {float(f['epsilon']):g}; "
 
 
 def anatomy_lines(run_dir: Path, models: list[str], colors: dict[str, str]) -> list[str]:
@@ -202,9 +229,11 @@ def anatomy_lines(run_dir: Path, models: list[str], colors: dict[str, str]) -> l
     lines = []
     if (run_dir / "tables" / "anatomy.csv").exists():
         growth = read_table(run_dir, "anatomy")
-        lines += table_section(run_dir, "anatomy", "Growth of the perturbation through the layers (" +
-                               _anatomy_setting(found, config) + "relative L2 change of each layer's whole output)", growth)
-        lines += [f"![growth]({save_figure(plot_growth(growth, colors), run_dir, 'growth')})", ""]
+        setting = _anatomy_setting(found, config)
+        lines += table_section(run_dir, "anatomy", "Growth of the perturbation through the layers (" + setting +
+                               "relative L2 change of each layer's whole output)", growth)
+        figure = plot_growth(growth, colors, setting.rstrip("; "))
+        lines += [f"![growth]({save_figure(figure, run_dir, 'growth')})", ""]
     skipped = [m for m in models if m not in found] if wanted else []
     if skipped:
         lines += [f"No anatomy for {', '.join(skipped)}: no convolution or pooling layer to show.", ""]

@@ -262,3 +262,23 @@ def test_a_saved_figure_has_the_box_matplotlib_tight_save_gives_it(tmp_path, lay
     ours, theirs = Image.open(tmp_path / "figures" / "box.png"), Image.open(reference)
     assert ours.size == theirs.size
     assert np.array_equal(np.asarray(ours), np.asarray(theirs))
+
+
+def test_gallery_title_names_the_split_and_how_many_images_it_chose_from():
+    npz = gallery_npz(wrong=1)  # four test images, one misclassified before the attack
+    title = plot_gallery(npz).get_suptitle()
+    assert "first 4 test-split images" in title and "classified correctly before the attack" in title
+
+
+@pytest.mark.parametrize("method, name", [("pgd", "PGD-7"), ("fgsm", "FGSM-RS")])
+def test_adversarial_training_names_the_attack_that_made_its_training_batches(tmp_path, monkeypatch, method, name):
+    import json
+
+    run = adversarial_run(tmp_path)  # its manifest: lenet5-pgd trained with PGD-7 at eps 0.1
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["config"]["models"][1]["train"]["adversarial"]["method"] = method
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    figs = captured(monkeypatch)
+    report.redraw(run)
+    labels = lines_by_label(figs["adversarial_training"])
+    assert f"lenet5-pgd: train, {name} batches at eps 0.1 (running average, train mode)" in labels, list(labels)

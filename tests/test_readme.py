@@ -28,3 +28,22 @@ def test_readme_python_block_runs(index, monkeypatch, tmp_path):
         assert {"robust_accuracy", "curve"} <= set(ev.robust.columns) and len(ev.lint)
         x_adv = namespace["x_adv"]
         assert x_adv.shape == (8, 1, 28, 28) and float((x_adv - namespace["data"].x_test[:8]).abs().max()) <= 0.1 + 1e-6
+
+
+def test_the_readmes_reference_run_is_the_default_profile_it_describes():
+    """The quickstart's numbers in the README come from its reference run; that run must be what `robustcnn study
+    adversarial` runs today (a profile changed without regenerating it, or the README's words, fails here)."""
+    import json
+
+    from robustcnn.experiments.adversarial import AdversarialStudyConfig
+    from robustcnn.results import to_jsonable
+
+    text = README.read_text(encoding="utf-8")
+    run = re.search(r"committed reference run \(`(results/adversarial/[^`]+)`\)", text)
+    assert run, "the README no longer names the quickstart's reference run"
+    manifest = json.loads((README.parent / run.group(1) / "manifest.json").read_text())
+    default = to_jsonable(AdversarialStudyConfig())
+    for key in ("models", "evaluation", "data", "seed", "name"):
+        assert manifest["config"][key] == default[key], key
+    robust = next(m for m in AdversarialStudyConfig().models if m.train.adversarial is not None)
+    assert f"PGD-{robust.train.adversarial.steps} for {robust.train.epochs} epochs" in text

@@ -124,3 +124,40 @@ def test_bad_anatomy_settings_are_one_line_errors(tmp_path):
     assert tiny_config(**{"evaluation.attacks": '["l2-pgd"]', "evaluation.epsilons": "[0, 1.5]"}).anatomy_budget is None
     assert tiny_config(**{"evaluation.attacks": '["l2-pgd"]', "evaluation.epsilons": "[0, 1.5]",
                           "anatomy_epsilon": "0.1"}).anatomy_budget == 0.1
+
+
+def test_anatomy_figures_name_the_image_the_attack_and_every_map_count(anatomy_run, tmp_path, monkeypatch):
+    import shutil
+
+    from robustcnn import report_lineage
+    from robustcnn.models import create_model
+    from robustcnn.report import redraw
+
+    figs = {}
+    monkeypatch.setattr(report_lineage, "save_figure", lambda fig, run_dir, name: figs.setdefault(name, fig) and name)
+    redraw(shutil.copytree(anatomy_run, tmp_path / "copy"))
+    # the counts from the architecture itself: lenet5's second conv and pool have 16 maps, of which 8 are drawn
+    net = create_model("lenet5", num_classes=10)
+    channels = {"body.0": net.body[0].out_channels, "body.3": net.body[3].out_channels}
+    titles = {ax.get_ylabel().split("\n")[0]: ax.get_title() for ax in figs["feature_maps_lenet5"].axes if ax.get_ylabel()}
+    assert channels == {"body.0": 6, "body.3": 16}
+    assert titles["body.0"].startswith("clean, 6 maps 24x24") and "first" not in titles["body.0"]
+    assert titles["body.3"].startswith("clean, the first 8 of 16 maps 8x8"), titles
+    assert titles["body.5"].startswith("clean, the first 8 of 16 maps 4x4"), titles
+    assert "test image 3 with label" in figs["feature_maps_lenet5"].get_suptitle()
+    growth = figs["growth"].axes[0]
+    assert growth.get_title().endswith("(test image 3, PGD-40 L-inf eps 0.1)"), growth.get_title()
+    table = pd.read_csv(anatomy_run / "tables" / "anatomy.csv")
+    assert [t.get_text() for t in growth.get_xticklabels()] == [f"{n}\n{k}" for n, k in zip(table["layer"], table["kind"])]
+
+
+def test_growth_of_models_with_other_layers_counts_positions_instead_of_naming_layers():
+    from robustcnn.report_lineage import plot_growth
+
+    growth = pd.DataFrame({"model": ["a"] * 3 + ["b"] * 2, "layer": ["input", "c1", "p1", "input", "s1"],
+                           "kind": ["input", "conv", "pool", "input", "conv"], "relative_change": [0.1, 0.2, 0.3, 0.1, 0.5]})
+    ax = plot_growth(growth).axes[0]
+    assert "position" in ax.get_xlabel() and list(ax.get_xticks()) == [0, 1, 2]
+    assert "c1" not in " ".join(t.get_text() for t in ax.get_xticklabels())
+    same = plot_growth(growth[growth["model"] == "a"]).axes[0]
+    assert [t.get_text() for t in same.get_xticklabels()] == ["input\ninput", "c1\nconv", "p1\npool"]
