@@ -265,5 +265,5 @@ def run_anatomy(model: str | nn.Module, *, dataset: str = "digits", weights: str
                    on_finish=lambda path: redraw(path, kind="anatomy")) as run:
         save_npz(run.path / "data" / "anatomy.npz", arrays)
         write_table(run.path, "anatomy", growth.assign(model=label)[["model", *growth.columns]],
-                    title=f"Relative change of each layer's output under PGD (eps {epsilon:g}), test image {index}")
+                    title=f"Relative change of each layer's output under PGD-{steps} (L-inf eps {epsilon:g}), test image {index}")
     return run.path

@@ -140,10 +140,11 @@ def _image(img: np.ndarray) -> np.ndarray:
     return img[..., 0] if img.shape[-1] == 1 else np.clip(img, 0, 1)
 
 
-def plot_gallery(npz: dict[str, np.ndarray]) -> Figure:
+def plot_gallery(npz: dict[str, np.ndarray], curve: str | None = "cumulative") -> Figure:
     """Per model: original, perturbation (on a signed colour scale with its colour bar) and adversarial, with
     predictions and confidences (the spirit of Goodfellow et al.'s panda -> gibbon figure); only examples the
-    model got right before the attack."""
+    model got right before the attack. curve: the evaluation's (robustcnn.evaluation.Curve): under "cumulative"
+    each example is shown at the smallest grid epsilon that broke it, under "per-epsilon" at the gallery's own."""
     models, names = [str(m) for m in npz["models"]], [str(c) for c in npz["class_names"]]
     rows = {m: _gallery_rows(npz, m) for m in models}
     k = max(1, max(len(r) for r in rows.values()))
@@ -181,9 +182,13 @@ def plot_gallery(npz: dict[str, np.ndarray]) -> Figure:
             axes[0, 3 * m].set_title(f"{model}: no example of the first {len(label)}\nwas classified correctly",
                                      fontsize=7)
     shown = len(npz[f"labels__{models[0]}"]) if models else 0
-    fig.suptitle(f"{npz['attack']} up to epsilon {float(npz['epsilon']):g} on the first {shown} test-split images: those "
-                 "classified correctly before the attack\n(broken ones first, each at the smallest grid epsilon that "
-                 "breaks it): original | perturbation | adversarial", fontsize=9)
+    eps = float(npz["epsilon"])
+    how = (f"{npz['attack']} at epsilon {eps:g} alone (per-epsilon curve)" if curve == "per-epsilon" else
+           f"{npz['attack']} up to epsilon {eps:g}")
+    order = ("broken ones first" if curve == "per-epsilon" else
+             "broken ones first, each at the smallest grid epsilon that breaks it")
+    fig.suptitle(f"{how} on the first {shown} test-split images: those classified correctly before the attack\n"
+                 f"({order}): original | perturbation | adversarial", fontsize=9)
     return fig
 
 

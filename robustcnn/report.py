@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
 from robustcnn import report_extra
@@ -33,6 +32,7 @@ from robustcnn.plotstyle import model_colors, save_figure, subplots  # noqa: F40
 from robustcnn.report_setup import setup_section
 from robustcnn.results import (
     atomic_write_text,
+    load_npz,
     markdown_table,
     probe_writable,
     read_manifest,
@@ -234,8 +234,8 @@ def report_adversarial(run_dir: Path) -> str:
     figs = [("robust accuracy vs epsilon", save_figure(report_extra.with_radius_curves(
         plot_robust_curves(robust, colors, curve, suite=suite_of(robust)), run_dir, robust, colors), run_dir, "robust_accuracy"))]
     if (run_dir / "data" / "gallery.npz").exists():
-        with np.load(run_dir / "data" / "gallery.npz") as npz:
-            figs.append(("adversarial examples", save_figure(plot_gallery(dict(npz)), run_dir, "gallery")))
+        figs.append(("adversarial examples", save_figure(plot_gallery(load_npz(run_dir / "data" / "gallery.npz"),
+                                                                      curve=curve), run_dir, "gallery")))
     radii_path = run_dir / "tables" / "radii.csv"
     norms = plot_radii(read_csv(radii_path), colors) if radii_path.exists() else plot_norms(samples, colors, curve)
     if norms is not None:
@@ -255,7 +255,7 @@ def report_adversarial(run_dir: Path) -> str:
         f"**n**: clean accuracy in eval mode on the whole train and test splits; robust accuracy on the first n={n} "
         f"test examples{_lint_n(run_dir, robust)}"], suite_of(robust))
     lines += table_section(run_dir, "clean_accuracy", "Clean accuracy (eval mode, whole splits)", clean)
-    lines += [clean_vs_eps0(clean, robust), ""]
+    lines += [clean_vs_eps0(clean, robust), ""]  # under each of the two tables it compares (as is the one below)
     lines += report_extra.suite_sentence(robust)
     wide, eps_cols = wide_robust(robust)
     lines += table_section(run_dir, "robust_accuracy", f"Robust accuracy, % (test, first n={n} examples; "
@@ -279,8 +279,9 @@ def _adversarial_settings(run_dir: Path, histories: dict[str, pd.DataFrame]) -> 
     from robustcnn.report_setup import model_specs
 
     specs = model_specs(read_manifest(run_dir).get("config") or {})
-    return {label: adv for label, spec in specs if label in histories
-            and (adv := (spec.get("train") or {}).get("adversarial") or {})}
+    settings = {label: (spec.get("train") or {}).get("adversarial") if isinstance(spec.get("train"), dict) else None
+                for label, spec in specs if label in histories}
+    return {label: adv for label, adv in settings.items() if isinstance(adv, dict) and adv}
 
 
 def _training_figure(run_dir: Path, histories: dict[str, pd.DataFrame], colors: dict[str, str]) -> Figure:

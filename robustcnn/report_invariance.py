@@ -13,7 +13,7 @@ from robustcnn.formatting import pct
 from robustcnn.plotstyle import color_of, legend, model_colors, save_figure, subplots
 from robustcnn.report import figure_lines, header, read_table, reporter, run_colors, table_section
 from robustcnn.report_setup import setup_section
-from robustcnn.results import markdown_table
+from robustcnn.results import load_npz, markdown_table
 
 
 def plot_transform_curves(acc: pd.DataFrame, cons: pd.DataFrame | None, colors: dict[str, str] | None = None) -> Figure:
@@ -168,8 +168,7 @@ def report_invariance(run_dir: Path) -> str:
             ("corruption heatmap", save_figure(plot_corruption_heatmap(corr, clean), run_dir, "corruptions"))]
     gallery = run_dir / "data" / "gallery.npz"
     if gallery.exists():
-        with np.load(gallery) as npz:
-            arrays = dict(npz)
+        arrays = load_npz(gallery)
         figs += [("corruptions at each severity", save_figure(plot_corruption_gallery(arrays), run_dir,
                                                               "corruption_gallery")),
                  ("transformations at each magnitude", save_figure(plot_transform_gallery(arrays), run_dir,

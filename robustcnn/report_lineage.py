@@ -5,11 +5,13 @@ is imported. `anatomy_lines` draws a study's anatomy (lineage, adversarial).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import FormatStrFormatter
+from matplotlib.ticker import FormatStrFormatter, LogFormatter
 
 from robustcnn.figures import plot_robust_curves
 from robustcnn.plotstyle import color_of, legend, model_colors, save_figure, subplots
@@ -26,8 +28,10 @@ from robustcnn.report import (
     wide_robust,
 )
 from robustcnn.report_setup import setup_section
+from robustcnn.results import load_npz
 
 MAX_COLUMNS = 8  # feature maps shown per layer
+SAVED_MAPS = 8  # maps per layer in arrays saved before their count was (robustcnn.anatomy.anatomy_arrays' max_maps)
 SHIFT_LABEL = "random shift ≤2 px (%)"  # tables/lineage.csv's shift2_accuracy in Markdown
 
 
@@ -42,7 +46,7 @@ def mosaic(maps: np.ndarray, cols: int, gap: int = 1) -> np.ndarray:
     return out
 
 
-def _show(ax, img: np.ndarray, **kw) -> None:
+def _show(ax: Axes, img: np.ndarray, **kw: Any) -> None:
     ax.imshow(np.ma.masked_invalid(img), interpolation="none", **kw)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -68,7 +72,7 @@ def plot_kernels(kernels: np.ndarray, title: str) -> Figure:
 
 
 def plot_feature_maps(npz: dict[str, np.ndarray], title: str) -> Figure:
-    """Per layer three rows: clean maps, adversarial maps (one colour scale shared by both, per layer) and
+    """Per layer one row of three panels: clean maps, adversarial maps (one colour scale shared by both, per layer) and
     their difference (a symmetric scale per layer). The input comes first."""
     names, kinds = list(npz["names"]), list(npz["kinds"])
     blocks = [(n, k, npz[f"maps__{i}"], npz[f"adv__{i}"]) for i, (n, k) in enumerate(zip(names, kinds))]
@@ -103,9 +107,10 @@ def plot_feature_maps(npz: dict[str, np.ndarray], title: str) -> Figure:
 
 
 def _how_many(shown: int, count: int | None) -> str:
-    """'6 maps', 'the first 8 of 16 maps', or '8 maps shown' for arrays saved before the count was."""
+    """'6 maps', 'the first 8 of 16 maps'; for arrays saved before the count was, 'the first 8 maps' (at most 8
+    were saved, so fewer means all)."""
     if count is None:
-        return f"{shown} maps shown"
+        return f"{shown} maps" if shown < SAVED_MAPS else f"the first {shown} maps"
     return f"{shown} maps" if int(count) == shown else f"the first {shown} of {int(count)} maps"
 
 
@@ -125,26 +130,36 @@ def plot_growth(growth: pd.DataFrame, colors: dict[str, str] | None = None, sett
     else:  # models with other layers: a position means the k-th shown layer of each
         ax.set_xticks(range(len(longest)))
         ax.set_xlabel("layer position (0 = input; models with different layers)")
-    ax.set(ylabel="relative change under the attack", yscale="log",
+    ax.set(ylabel="relative change under the attack (log scale)", yscale="log",
            title="where the adversarial perturbation grows" + (f" ({setting})" if setting else ""))
     ax.yaxis.set_major_formatter(FormatStrFormatter("%.2g"))
-    ax.yaxis.set_minor_formatter(FormatStrFormatter("%.2g"))
+    # minor ticks labelled only within about a decade (else their labels pile up), as plain numbers
+    ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
     ax.tick_params(axis="y", which="minor", labelsize=6)
     ax.grid(alpha=0.3)
     legend(ax)
     return fig
 
 
+def _steps(npz: dict[str, Any], config: dict[str, Any]) -> int:
+    """The anatomy's PGD steps: saved with the arrays; before they were, `robustcnn anatomy` recorded them in its
+    config and the studies always took 40."""
+    return int(npz["steps"]) if "steps" in npz else int(config.get("steps", 40))
+
+
+def _config(run_dir: Path) -> dict[str, Any]:
+    config = (read_manifest(run_dir).get("config") or {}) if (run_dir / "manifest.json").exists() else {}
+    return config if isinstance(config, dict) else {}
+
+
 def anatomy_section(run_dir: Path, npz_path: Path, model: str) -> list[str]:
     """Kernels and feature-map figures for one model's data/anatomy*.npz."""
-    with np.load(npz_path) as f:
-        npz = {k: f[k] for k in f.files}
+    npz = load_npz(npz_path)
     names = list(npz["class_names"])
     label, clean, adv = (names[int(npz[k])] for k in ("label", "clean_pred", "adv_pred"))
     image = f"test image {int(npz['index'])}" if "index" in npz else "test image"
-    steps = f"-{int(npz['steps'])}" if "steps" in npz else ""
-    title = (f"{model}: {image} with label {label}, predicted {clean}; PGD{steps} L-inf eps {float(npz['epsilon']):g} "
-             f"-> predicted {adv}")
+    title = (f"{model}: {image} with label {label}, predicted {clean}; PGD-{_steps(npz, _config(run_dir))} L-inf eps "
+             f"{float(npz['epsilon']):g} -> predicted {adv}")
     stem = npz_path.stem.removeprefix("anatomy").lstrip("_")
     suffix = f"_{stem}" if stem else ""
     lines = [f"## Anatomy: {model}", "", title, ""]
@@ -163,8 +178,9 @@ def report_anatomy(run_dir: Path) -> str:
               "image and its PGD example; each layer's clean and adversarial maps share one colour scale. The table "
               "gives the relative L2 change of each layer's whole output.", ""]
     lines += setup_section(run_dir, ["**n**: one test image and its PGD adversarial example"])
-    lines += table_section(run_dir, "anatomy", "Growth of the perturbation through the layers", growth)
-    setting = _anatomy_setting({model: run_dir / "data" / "anatomy.npz"}, {})
+    setting = _anatomy_setting({model: run_dir / "data" / "anatomy.npz"}, _config(run_dir))
+    lines += table_section(run_dir, "anatomy", f"Growth of the perturbation through the layers ({setting}relative L2 "
+                           "change of each layer's whole output)", growth)
     lines += [f"![growth]({save_figure(plot_growth(growth, setting=setting.rstrip('; ')), run_dir, 'growth')})", ""]
     return "\n".join(lines + anatomy_section(run_dir, run_dir / "data" / "anatomy.npz", model))
 
@@ -202,21 +218,18 @@ def report_lineage(run_dir: Path) -> str:
 
 def _npz_model(path: Path) -> str:
     """The model an anatomy__<name>.npz shows (runs before the label was stored: the file name's)."""
-    with np.load(path) as f:
-        return str(f["model"]) if "model" in f.files else path.stem.split("__", 1)[1]
+    npz = load_npz(path)
+    return str(npz["model"]) if "model" in npz else path.stem.split("__", 1)[1]
 
 
 def _anatomy_setting(found: dict[str, Path], config: dict) -> str:
     """'test image 3, PGD-40 L-inf eps 0.15; ' from the saved arrays (older ones lack the index: the config's)."""
     if not found:
         return ""
-    path = next(iter(found.values()))
-    if not path.exists():
-        return ""
-    with np.load(path) as f:
-        index = int(f["index"]) if "index" in f.files else config.get("anatomy_index")
-        steps = int(f["steps"]) if "steps" in f.files else 40  # arrays saved before steps were: always 40
-        return (f"test image {index}, " if index is not None else "") + f"PGD-{steps} L-inf eps {float(f['epsilon']):g}; "
+    npz = load_npz(next(iter(found.values())))
+    index = int(npz["index"]) if "index" in npz else config.get("anatomy_index")
+    return ((f"test image {index}, " if index is not None else "") +
+            f"PGD-{_steps(npz, config)} L-inf eps {float(npz['epsilon']):g}; ")
 
 
 def anatomy_lines(run_dir: Path, models: list[str], colors: dict[str, str]) -> list[str]:
@@ -224,7 +237,7 @@ def anatomy_lines(run_dir: Path, models: list[str], colors: dict[str, str]) -> l
     A model of the run without its data/anatomy__<name>.npz, when the config asked for anatomy, has no
     convolution or pooling layer: one line names it."""
     found = {_npz_model(p): p for p in sorted((run_dir / "data").glob("anatomy__*.npz"))}
-    config = (read_manifest(run_dir).get("config") or {}) if (run_dir / "manifest.json").exists() else {}
+    config = _config(run_dir)
     wanted = int(config.get("anatomy_index", 0 if found else -1)) >= 0
     lines = []
     if (run_dir / "tables" / "anatomy.csv").exists():
@@ -234,9 +247,14 @@ def anatomy_lines(run_dir: Path, models: list[str], colors: dict[str, str]) -> l
                                "relative L2 change of each layer's whole output)", growth)
         figure = plot_growth(growth, colors, setting.rstrip("; "))
         lines += [f"![growth]({save_figure(figure, run_dir, 'growth')})", ""]
-    skipped = [m for m in models if m not in found] if wanted else []
+    drawn = set(growth["model"].astype(str)) if (run_dir / "tables" / "anatomy.csv").exists() else set()
+    skipped = [m for m in models if m not in found and m not in drawn] if wanted else []
     if skipped:
         lines += [f"No anatomy for {', '.join(skipped)}: no convolution or pooling layer to show.", ""]
+    lost = [m for m in models if m not in found and m in drawn]  # in the growth table, but its arrays are gone
+    if lost:
+        lines += [f"No anatomy figures for {', '.join(lost)}: its arrays (data/anatomy__<model>.npz) are missing; "
+                  "rerun the study to write them again.", ""]
     for model in sorted(found, key=lambda m: models.index(m) if m in models else len(models)):
         lines += anatomy_section(run_dir, found[model], model)
     return lines

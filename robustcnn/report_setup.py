@@ -49,7 +49,7 @@ def model_row(label: str, spec: dict[str, Any]) -> dict[str, str]:
 def model_specs(config: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """(label, ModelSpec) of every model a config trains: `models`, or `model` and the variants that replace it."""
     if isinstance(config.get("models"), list):
-        return [(m.get("name", "model"), m) for m in config["models"]]
+        return [(m.get("name", "model"), m) for m in config["models"] if isinstance(m, dict)]
     if not isinstance(config.get("model"), dict):
         return []
     own = [(v["name"], v["model"]) for v in config.get("variants") or [] if isinstance(v.get("model"), dict)]

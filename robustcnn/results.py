@@ -382,3 +382,19 @@ def read_manifest(run_dir: str | Path) -> dict[str, Any]:
         raise UsageError(f"{path} lacks {', '.join(repr(k) for k in missing)}; it is not a robustcnn manifest "
                          "(restore it from a copy or rerun the study)")
     return manifest
+
+
+def load_npz(path: str | Path) -> dict[str, Any]:
+    """Every array of a run's data/*.npz (figures are redrawn from them), never unpickling anything; a missing,
+    truncated or foreign file is a UsageError naming it."""
+    import zipfile
+
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
+        # the error's type only: numpy's text for an object array invites loading it with pickle
+        raise UsageError(f"{path} is missing or corrupt ({type(err).__name__}); rerun the study to write it "
+                         "again") from None

@@ -76,6 +76,23 @@ def run_folder(tmp: Path, manifest: bytes | None = None, history: bytes | None =
     return str(folder)
 
 
+def damaged_npz(tmp: Path, name: str, data: bytes | None = None) -> str:
+    """An adversarial run folder whose data/<name> holds `data` (None: an npz with a pickled object array)."""
+    import io
+
+    import numpy as np
+    from report_fixtures import adversarial_run
+
+    run = adversarial_run(tmp)
+    if data is None:
+        buf = io.BytesIO()
+        np.savez(buf, models=np.array([{"lenet5": 1}], dtype=object))
+        data = buf.getvalue()
+    (run / "data").mkdir(exist_ok=True)
+    (run / "data" / name).write_bytes(data)
+    return str(run)
+
+
 def png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -200,6 +217,11 @@ CASES: list[tuple[str, Case, str]] = [
     ("huge-image", lambda t: ["train", "--dataset", image_folder(t, bomb=5000)], "pixels, more than"),
     ("one-class-folder", lambda t: ["train", "--dataset", image_folder(t, classes=("only",))], "single class"),
     # report on damaged run folders
+    ("report-truncated-gallery", lambda t: ["report", damaged_npz(t, "gallery.npz", b"PK\x03\x04 cut here")],
+     "gallery.npz is missing or corrupt"),
+    ("report-pickled-gallery", lambda t: ["report", damaged_npz(t, "gallery.npz")], "gallery.npz is missing or corrupt"),
+    ("report-truncated-anatomy", lambda t: ["report", damaged_npz(t, "anatomy__lenet5.npz", b"PK\x03\x04")],
+     "anatomy__lenet5.npz is missing or corrupt"),
     ("report-not-a-folder", lambda t: ["report", file_with(t, "file", b"x")], "is not a folder"),
     ("report-no-manifest", lambda t: ["report", str(t)], "is not a run folder"),
     ("report-corrupt-manifest", lambda t: ["report", run_folder(t, manifest=b"{")], "is corrupt"),
@@ -229,7 +251,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, make_args, me
     assert result.exit_code == 2, result.output
     assert message in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1 and result.output.startswith("robustcnn: error: ")
-    assert "Traceback" not in result.output
+    assert "Traceback" not in result.output and "pickle" not in result.output.lower()
     assert list(out.rglob("*")) == []
 
 

@@ -128,7 +128,7 @@ def test_clean_and_adversarial_train_accuracy_never_share_a_label():
     clean = [lab for lab, d in labels.items() if tuple(np.round(h["train_accuracy"], 6)) in d]
     adv = [lab for lab, d in labels.items() if tuple(np.round(h["train_accuracy_running"], 6)) in d]
     assert clean and adv and not set(clean) & set(adv)
-    assert all("clean" in lab for lab in clean) and all("adversarial batches" in lab for lab in adv)
+    assert all("clean, eval mode" in lab for lab in clean) and all("adversarial batches" in lab for lab in adv)
     # a run written before the eval-mode train pass: its train_accuracy was the running adversarial-batch average
     old = h.drop(columns=["train_accuracy_running", "train_loss_running", "train_eval_n"])
     old_labels = [line.get_label() for line in plot_history({"m": old}, "t").axes[0].get_lines()]
@@ -144,6 +144,9 @@ def test_gallery_skips_examples_misclassified_before_the_attack_and_scales_the_p
     assert [t.split("true ")[1][0] for t in titles if "true" in t] == ["3", "5", "1"]
     bars = [im.colorbar for ax in fig.axes for im in ax.images if im.colorbar is not None]
     assert len(bars) == 1 and bars[0].mappable.get_clim()[0] == -bars[0].mappable.get_clim()[1] < 0
+    npz = gallery_npz(wrong=1)  # the scale is the largest perturbation of the examples shown (0, 2, 3)
+    largest = max(float(np.abs(npz["adv__lenet5"][i] - npz["x__lenet5"][i]).max()) for i in (0, 2, 3))
+    assert bars[0].mappable.get_clim()[1] == pytest.approx(largest)
 
 
 def summary_table(seeds: str, std: float, test: tuple = (0.94, 0.6, 0.1, 0.11)) -> pd.DataFrame:
@@ -201,7 +204,7 @@ def test_norm_legend_says_how_many_were_found_of_how_many_attacked():
     attacked = int((samples["epsilon"] == 0.2).sum())
     ax = plot_norms(samples).axes[0]
     assert ax.get_legend_handles_labels()[1] == [f"m (found: {found} of n={attacked})"]
-    assert "cumulative" in ax.get_title()
+    assert "cumulative" in ax.get_title() and "on the test split" in ax.figure.get_suptitle()
     assert "per-epsilon" in plot_norms(samples, curve="per-epsilon").axes[0].get_title()
 
 
@@ -282,3 +285,51 @@ def test_adversarial_training_names_the_attack_that_made_its_training_batches(tm
     report.redraw(run)
     labels = lines_by_label(figs["adversarial_training"])
     assert f"lenet5-pgd: train, {name} batches at eps 0.1 (running average, train mode)" in labels, list(labels)
+
+
+def test_a_per_epsilon_gallery_says_each_example_was_attacked_at_its_epsilon_alone(tmp_path, monkeypatch):
+    import io
+
+    run = adversarial_run(tmp_path)
+    robust = pd.read_csv(run / "tables" / "robust_accuracy.csv").assign(curve="per-epsilon")
+    robust.to_csv(run / "tables" / "robust_accuracy.csv", index=False)
+    buf = io.BytesIO()
+    np.savez(buf, **gallery_npz())
+    (run / "data").mkdir(exist_ok=True)
+    (run / "data" / "gallery.npz").write_bytes(buf.getvalue())
+    figs = captured(monkeypatch)
+    report.redraw(run)
+    title = figs["gallery"].get_suptitle()
+    assert "pgd at epsilon 0.3 alone (per-epsilon curve)" in title and "smallest grid epsilon" not in title
+    assert "smallest grid epsilon that breaks it" in plot_gallery(gallery_npz()).get_suptitle()  # cumulative
+
+
+@pytest.mark.parametrize("low, high, labelled", [(0.27, 0.65, True), (0.01, 12.0, False)])
+def test_growth_labels_minor_ticks_only_where_they_fit(low, high, labelled):
+    from robustcnn.report_lineage import plot_growth
+
+    growth = pd.DataFrame({"model": "m", "layer": ["input", "c1", "p1", "c2"], "kind": ["input", "conv", "pool", "conv"],
+                           "relative_change": np.geomspace(low, high, 4)})
+    fig = plot_growth(growth)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    shown = [t.get_text() for t in ax.yaxis.get_minorticklabels() if t.get_text()
+             and low <= t.get_position()[1] <= high]
+    assert bool(shown) == labelled, shown  # within a decade the minor ticks carry the numbers; over 3 they would pile up
+    assert "log scale" in ax.get_ylabel()
+
+
+def test_the_robust_training_curves_n_comes_from_the_config_when_the_history_lacks_it(tmp_path, monkeypatch):
+    run = adversarial_run(tmp_path)  # its config: eval_examples 40 for lenet5-pgd
+    path = run / "tables" / "history_lenet5-pgd.csv"
+    pd.read_csv(path).drop(columns=["robust_test_n"], errors="ignore").to_csv(path, index=False)
+    figs = captured(monkeypatch)
+    report.redraw(run)
+    assert any("first n=40 test examples" in label for label in lines_by_label(figs["adversarial_training"]))
+
+
+def test_vector_figures_embed_images_at_their_own_resolution(tmp_path):
+    """Pixels stay pixels in SVG/PDF (an 8x8 image is embedded as 8x8, drawn crisp), not resampled at 300 dpi."""
+    save_figure(plot_gallery(gallery_npz()), tmp_path, "gallery")
+    svg = (tmp_path / "figures" / "gallery.svg").read_text()
+    assert svg.count("image-rendering:pixelated") >= 9  # 3 examples x (original, perturbation, adversarial)

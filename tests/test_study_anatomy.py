@@ -161,3 +161,46 @@ def test_growth_of_models_with_other_layers_counts_positions_instead_of_naming_l
     assert "c1" not in " ".join(t.get_text() for t in ax.get_xticklabels())
     same = plot_growth(growth[growth["model"] == "a"]).axes[0]
     assert [t.get_text() for t in same.get_xticklabels()] == ["input\ninput", "c1\nconv", "p1\npool"]
+
+
+def test_anatomy_labels_take_the_steps_the_arrays_were_made_with(tmp_path):
+    """A 7-step PGD example is labelled PGD-7; arrays saved before the steps were take the config's (`robustcnn
+    anatomy` recorded them) or, for a study, the 40 it always used."""
+    from robustcnn.anatomy import anatomy_of_test_image, save_npz
+    from robustcnn.data import load_dataset
+    from robustcnn.models import create_model
+    from robustcnn.report_lineage import _anatomy_setting, anatomy_section
+    from robustcnn.results import write_json
+
+    data = load_dataset("digits", image_size=28, train_subset=100, seed=0)
+    arrays, _ = anatomy_of_test_image(create_model("lenet5", dataset=data).eval(), data, 2, epsilon=0.1, steps=7)
+    path = tmp_path / "data" / "anatomy__m.npz"
+    save_npz(path, arrays | {"model": np.array("m")})
+    assert "PGD-7 L-inf eps 0.1" in anatomy_section(tmp_path, path, "m")[2]
+    assert _anatomy_setting({"m": path}, {}) == "test image 2, PGD-7 L-inf eps 0.1; "
+    save_npz(path, {k: v for k, v in arrays.items() if k != "steps"})  # as saved before this round
+    assert "PGD-40 L-inf" in _anatomy_setting({"m": path}, {}) and "PGD-5 L-inf" in _anatomy_setting({"m": path},
+                                                                                                      {"steps": 5})
+    write_json(tmp_path / "manifest.json", {"kind": "anatomy", "run_id": "r", "config": {"steps": 5}, "seed": 0,
+                                            "versions": {}, "device": "cpu"})
+    assert "PGD-5 L-inf" in anatomy_section(tmp_path, path, "m")[2]
+
+
+def test_a_run_that_lost_a_models_anatomy_arrays_says_so(anatomy_run, tmp_path):
+    import shutil
+
+    from robustcnn.report import redraw
+
+    run = Path(shutil.copytree(anatomy_run, tmp_path / "copy"))
+    (run / "data" / "anatomy__lenet5.npz").unlink()
+    text = redraw(run).read_text()
+    assert "No anatomy for perceptron: no convolution or pooling layer" in text  # true: it has none
+    assert "No anatomy figures for lenet5: its arrays (data/anatomy__<model>.npz) are missing" in text
+
+
+def test_feature_map_titles_of_arrays_saved_before_the_count_was():
+    """Such arrays hold at most 8 maps per layer: fewer means the layer had no more, 8 means the first 8."""
+    from robustcnn.report_lineage import _how_many
+
+    assert _how_many(6, None) == "6 maps" and _how_many(8, None) == "the first 8 maps"
+    assert _how_many(6, 6) == "6 maps" and _how_many(8, 16) == "the first 8 of 16 maps"
