@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import FormatStrFormatter, LogFormatter
+from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
 from robustcnn.figures import plot_robust_curves
 from robustcnn.plotstyle import color_of, legend, model_colors, save_figure, subplots
@@ -130,11 +130,14 @@ def plot_growth(growth: pd.DataFrame, colors: dict[str, str] | None = None, sett
     else:  # models with other layers: a position means the k-th shown layer of each
         ax.set_xticks(range(len(longest)))
         ax.set_xlabel("layer position (0 = input; models with different layers)")
-    ax.set(ylabel="relative change under the attack (log scale)", yscale="log",
+    ax.set(ylabel="relative change (log scale)", yscale="log",
            title="where the adversarial perturbation grows" + (f" ({setting})" if setting else ""))
     ax.yaxis.set_major_formatter(FormatStrFormatter("%.2g"))
-    # minor ticks labelled only within about a decade (else their labels pile up), as plain numbers
-    ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
+    # minor ticks labelled (as plain numbers) only when the values span under a decade: else their labels pile up
+    values = growth["relative_change"].to_numpy(dtype=float)
+    values = values[np.isfinite(values) & (values > 0)]
+    narrow = len(values) > 0 and values.max() < 10 * values.min()
+    ax.yaxis.set_minor_formatter(FormatStrFormatter("%.2g") if narrow else NullFormatter())
     ax.tick_params(axis="y", which="minor", labelsize=6)
     ax.grid(alpha=0.3)
     legend(ax)
