@@ -333,3 +333,23 @@ def test_vector_figures_embed_images_at_their_own_resolution(tmp_path):
     save_figure(plot_gallery(gallery_npz()), tmp_path, "gallery")
     svg = (tmp_path / "figures" / "gallery.svg").read_text()
     assert svg.count("image-rendering:pixelated") >= 9  # 3 examples x (original, perturbation, adversarial)
+
+
+@pytest.mark.parametrize("adversarial", [False, True])
+def test_the_marked_epoch_is_the_one_the_trainer_selected(adversarial):
+    """The 'o' of the accuracy panel sits on the epoch train() chose on validation (robust validation accuracy
+    under adversarial training), with test never consulted."""
+    from robustcnn.data import load_dataset
+    from robustcnn.models import create_model
+    from robustcnn.train import AdversarialTraining, TrainConfig, seed_everything, train
+
+    data = load_dataset("digits", image_size=28, train_subset=300, seed=0)
+    seed_everything(0)
+    adv = AdversarialTraining(epsilon=0.1, steps=1, eval_examples=30, eval_steps=2) if adversarial else None
+    # 8 epochs under adversarial training: robust validation accuracy peaks at epoch 8, clean at 6 (a marker on
+    # the clean peak would be the wrong epoch)
+    result = train(create_model("lenet5", dataset=data), data, TrainConfig(epochs=8 if adversarial else 5, batch_size=32,
+                   lr=3e-3, val_fraction=0.2, adversarial=adv), seed=0, device="cpu", progress=False)
+    ax = plot_history({"m": result.history}, "t").axes[0]
+    marks = [line for line in ax.get_lines() if line.get_marker() == "o" and len(line.get_xdata()) == 1]
+    assert len(marks) == 1 and int(marks[0].get_xdata()[0]) == result.best_epoch, (result.best_epoch, result.history)
