@@ -243,6 +243,8 @@ def run_anatomy(model: str | nn.Module, *, dataset: str = "digits", weights: str
 
     started = time.perf_counter()
     check_budget([epsilon], [AttackConfig("pgd")])  # the L-inf bound too: eps 5 is not a budget in [0, 1]
+    if not epsilon > 0:  # x_adv would be x: every change 0, nothing to draw on the growth figure's log axis
+        raise UsageError(f"epsilon (--eps) must be above 0 for an adversarial example to compare with, got {epsilon}")
     check_writable(out)  # before any training: a bad --out must not cost the work
     dev = resolve_device(device)
     size = model_input_size(model) if isinstance(model, str) and model in MODELS else None

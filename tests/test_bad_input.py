@@ -167,6 +167,8 @@ CASES: list[tuple[str, Case, str]] = [
      "option abs_stepsize must be a finite number > 0"),
     ("anatomy-eps-above-1", lambda t: ["anatomy", "lenet5", "--weights", file_with(t, "w.pt", b""), "--eps", "5"],
      "epsilon 5 is outside [0, 1]"),
+    ("anatomy-eps-0", lambda t: ["anatomy", "lenet5", "--weights", file_with(t, "w.pt", b""), "--eps", "0"],
+     "epsilon (--eps) must be above 0"),
     ("empty-eps-item", lambda t: ["benchmark", "lenet5", *BENCH[:6], "--eps", "0.1,,0.2", *BENCH[8:]],
      "has an empty item"),
     ("nan-mean", lambda t: ["benchmark", "lenet5", *BENCH, "--mean", "nan", "--std", "1"],
