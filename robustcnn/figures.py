@@ -258,16 +258,23 @@ def _last_int(h: pd.DataFrame, column: str) -> int | None:
 
 
 def plot_adversarial_training(histories: dict[str, pd.DataFrame], colors: dict[str, str] | None = None, *,
-                              robust_n: dict[str, int] | None = None, attacks: dict[str, str] | None = None) -> Figure:
+                              robust_n: dict[str, int] | None = None, attacks: dict[str, str] | None = None,
+                              robust_eps: dict[str, float] | None = None) -> Figure:
     """Clean and robust test accuracy per epoch (robust overfitting, Rice et al. 2020), and the running accuracy
     on the adversarial training batches, each under its own label. attacks: per model, the attack that made its
-    training batches ('PGD-3'), named in the label."""
+    training batches ('PGD-3'), named in the label. robust_eps: per model, the epsilon of its per-epoch robust test
+    accuracy (the config's target epsilon; without it, the last training epsilon, which is the same unless a
+    warm-up ramp outlasted the epochs)."""
     colors = model_colors(histories) if colors is None else colors
     fig, ax = subplots(figsize=(7, 4.4))
     banded = False
     for label, h in histories.items():
         c = color_of(colors, label)
-        eps = f" at eps {h['train_epsilon'].iloc[-1]:g}" if "train_epsilon" in h else ""
+        trained = h["train_epsilon"] if "train_epsilon" in h else pd.Series(dtype=float)
+        tested = (robust_eps or {}).get(label, trained.iloc[-1] if len(trained) else None)
+        eps = f" at eps {tested:g}" if tested is not None else ""
+        ramp = trained.nunique() > 1  # a warm-up: the training epsilon grew over the epochs
+        train_eps = f" at eps {'ramped to ' if ramp else ''}{trained.iloc[-1]:g}" if len(trained) else ""
         n = _last_int(h, "robust_test_n") or (robust_n or {}).get(label)  # the column: runs since it was added
         steps = _last_int(h, "robust_eval_steps")
         ax.plot(h["epoch"], h["test_accuracy"], color=c, lw=1.6, label=f"{label}: clean test")
@@ -279,8 +286,8 @@ def plot_adversarial_training(histories: dict[str, pd.DataFrame], colors: dict[s
             banded = True
         running = "train_accuracy_running" if "train_accuracy_running" in h else "train_accuracy"
         ax.plot(h["epoch"], h[running], color=c, ls=":", lw=1.6,
-                label=f"{label}: train, {(attacks or {}).get(label, 'adversarial')} batches{eps} (running average, "
-                      "train mode)")
+                label=f"{label}: train, {(attacks or {}).get(label, 'adversarial')} batches{train_eps} (running "
+                      "average, train mode)")
     ax.set(ylabel="accuracy", ylim=(-0.02, 1.02), title="adversarial training" +
            ("; band: 95 % Wilson interval of robust test accuracy" if banded else ""))
     epoch_axis(ax, max(float(h["epoch"].max()) for h in histories.values()))

@@ -291,7 +291,8 @@ def _training_figure(run_dir: Path, histories: dict[str, pd.DataFrame], colors: 
     robust_n = {k: int(a["eval_examples"]) for k, a in settings.items() if a.get("eval_examples")}
     attacks = {k: {"pgd": f"PGD-{a['steps']}" if a.get("steps") else "PGD", "fgsm": "FGSM-RS"}.get(
         str(a.get("method")).lower(), str(a.get("method"))) for k, a in settings.items() if a.get("method")}
-    return plot_adversarial_training(histories, colors, robust_n=robust_n, attacks=attacks)
+    robust_eps = {k: float(a["epsilon"]) for k, a in settings.items() if a.get("epsilon") is not None}
+    return plot_adversarial_training(histories, colors, robust_n=robust_n, attacks=attacks, robust_eps=robust_eps)
 
 
 # ------------------------------------------------------------------ benchmark scorecards

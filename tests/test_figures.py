@@ -353,3 +353,16 @@ def test_the_marked_epoch_is_the_one_the_trainer_selected(adversarial):
     ax = plot_history({"m": result.history}, "t").axes[0]
     marks = [line for line in ax.get_lines() if line.get_marker() == "o" and len(line.get_xdata()) == 1]
     assert len(marks) == 1 and int(marks[0].get_xdata()[0]) == result.best_epoch, (result.best_epoch, result.history)
+
+
+def test_a_warm_up_longer_than_the_run_labels_each_curve_with_its_own_epsilon(tmp_path, monkeypatch):
+    """Robust test accuracy is always measured at the config's target epsilon (0.1 here), while a warm-up that
+    outlasts the epochs leaves the training epsilon short of it (0.05 at the end)."""
+    run = adversarial_run(tmp_path)
+    path = run / "tables" / "history_lenet5-pgd.csv"
+    h = pd.read_csv(path)
+    h.assign(train_epsilon=np.linspace(0.05 / len(h), 0.05, len(h))).to_csv(path, index=False)
+    figs = captured(monkeypatch)
+    report.redraw(run)
+    labels = " | ".join(lines_by_label(figs["adversarial_training"]))
+    assert "robust test (PGD at eps 0.1" in labels and "PGD-7 batches at eps ramped to 0.05" in labels, labels
