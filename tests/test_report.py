@@ -117,3 +117,15 @@ def test_sweep_summary_is_mean_pm_std_columns_none_mixing_numbers_and_text(tmp_p
     for col in table_columns(section(text, "Cost per point")):
         numeric = [bool(re.fullmatch(r"-?[\d.]+", c)) for c in col]
         assert all(numeric) or not any(numeric), col
+
+
+def test_the_lint_n_is_capped_at_the_examples_attacked(tmp_path, no_figures):
+    """The lint runs on the first lint_examples of the n attacked examples, so never on more than n."""
+    import json
+
+    run = adversarial_run(tmp_path, n=60)  # its config: lint_examples 40
+    assert "the lint on the first 40 of them" in report.report_adversarial(run)
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["config"]["evaluation"]["lint_examples"] = 200
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    assert "the lint on the first 60 of them" in report.report_adversarial(run)
