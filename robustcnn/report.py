@@ -284,13 +284,20 @@ def _adversarial_settings(run_dir: Path, histories: dict[str, pd.DataFrame]) -> 
     return {label: adv for label, adv in settings.items() if isinstance(adv, dict) and adv}
 
 
+def _training_attack(adv: dict[str, Any]) -> str:
+    """'PGD-3', 'FGSM-RS' (FGSM with a random start, Wong et al.), else the method as the config names it."""
+    method = str(adv["method"]).lower()
+    if method == "pgd":
+        return f"PGD-{adv['steps']}" if adv.get("steps") else "PGD"
+    return "FGSM-RS" if method == "fgsm" else method
+
+
 def _training_figure(run_dir: Path, histories: dict[str, pd.DataFrame], colors: dict[str, str]) -> Figure:
     """plot_adversarial_training labelled from the config: how many test examples each model's per-epoch robust
     accuracy used, and the attack that made its training batches ('PGD-3'; 'FGSM-RS': FGSM with a random start)."""
     settings = _adversarial_settings(run_dir, histories)
     robust_n = {k: int(a["eval_examples"]) for k, a in settings.items() if a.get("eval_examples")}
-    attacks = {k: {"pgd": f"PGD-{a['steps']}" if a.get("steps") else "PGD", "fgsm": "FGSM-RS"}.get(
-        str(a.get("method")).lower(), str(a.get("method"))) for k, a in settings.items() if a.get("method")}
+    attacks = {k: _training_attack(a) for k, a in settings.items() if a.get("method")}
     robust_eps = {k: float(a["epsilon"]) for k, a in settings.items() if a.get("epsilon") is not None}
     return plot_adversarial_training(histories, colors, robust_n=robust_n, attacks=attacks, robust_eps=robust_eps)
 

@@ -155,13 +155,14 @@ def _config(run_dir: Path) -> dict[str, Any]:
     return config if isinstance(config, dict) else {}
 
 
-def anatomy_section(run_dir: Path, npz_path: Path, model: str) -> list[str]:
-    """Kernels and feature-map figures for one model's data/anatomy*.npz."""
+def anatomy_section(run_dir: Path, npz_path: Path, model: str, config: dict[str, Any] | None = None) -> list[str]:
+    """Kernels and feature-map figures for one model's data/anatomy*.npz (config: the run's, read when not given)."""
     npz = load_npz(npz_path)
+    steps = _steps(npz, _config(run_dir) if config is None else config)
     names = list(npz["class_names"])
     label, clean, adv = (names[int(npz[k])] for k in ("label", "clean_pred", "adv_pred"))
     image = f"test image {int(npz['index'])}" if "index" in npz else "test image"
-    title = (f"{model}: {image} with label {label}, predicted {clean}; PGD-{_steps(npz, _config(run_dir))} L-inf eps "
+    title = (f"{model}: {image} with label {label}, predicted {clean}; PGD-{steps} L-inf eps "
              f"{float(npz['epsilon']):g} -> predicted {adv}")
     stem = npz_path.stem.removeprefix("anatomy").lstrip("_")
     suffix = f"_{stem}" if stem else ""
@@ -181,11 +182,12 @@ def report_anatomy(run_dir: Path) -> str:
               "image and its PGD example; each layer's clean and adversarial maps share one colour scale. The table "
               "gives the relative L2 change of each layer's whole output.", ""]
     lines += setup_section(run_dir, ["**n**: one test image and its PGD adversarial example"])
-    setting = _anatomy_setting({model: run_dir / "data" / "anatomy.npz"}, _config(run_dir))
+    config = _config(run_dir)
+    setting = _anatomy_setting({model: run_dir / "data" / "anatomy.npz"}, config)
     lines += table_section(run_dir, "anatomy", f"Growth of the perturbation through the layers ({setting}relative L2 "
                            "change of each layer's whole output)", growth)
     lines += [f"![growth]({save_figure(plot_growth(growth, setting=setting.rstrip('; ')), run_dir, 'growth')})", ""]
-    return "\n".join(lines + anatomy_section(run_dir, run_dir / "data" / "anatomy.npz", model))
+    return "\n".join(lines + anatomy_section(run_dir, run_dir / "data" / "anatomy.npz", model, config))
 
 
 @reporter("lineage")
@@ -221,7 +223,7 @@ def report_lineage(run_dir: Path) -> str:
 
 def _npz_model(path: Path) -> str:
     """The model an anatomy__<name>.npz shows (runs before the label was stored: the file name's)."""
-    npz = load_npz(path)
+    npz = load_npz(path, keys=("model",))  # the label alone: the maps are read once, by anatomy_section
     return str(npz["model"]) if "model" in npz else path.stem.split("__", 1)[1]
 
 
@@ -229,7 +231,7 @@ def _anatomy_setting(found: dict[str, Path], config: dict) -> str:
     """'test image 3, PGD-40 L-inf eps 0.15; ' from the saved arrays (older ones lack the index: the config's)."""
     if not found:
         return ""
-    npz = load_npz(next(iter(found.values())))
+    npz = load_npz(next(iter(found.values())), keys=("index", "steps", "epsilon"))
     index = int(npz["index"]) if "index" in npz else config.get("anatomy_index")
     return ((f"test image {index}, " if index is not None else "") +
             f"PGD-{_steps(npz, config)} L-inf eps {float(npz['epsilon']):g}; ")
@@ -259,5 +261,5 @@ def anatomy_lines(run_dir: Path, models: list[str], colors: dict[str, str]) -> l
         lines += [f"No anatomy figures for {', '.join(lost)}: its arrays (data/anatomy__<model>.npz) are missing; "
                   "rerun the study to write them again.", ""]
     for model in sorted(found, key=lambda m: models.index(m) if m in models else len(models)):
-        lines += anatomy_section(run_dir, found[model], model)
+        lines += anatomy_section(run_dir, found[model], model, config)
     return lines

@@ -384,16 +384,17 @@ def read_manifest(run_dir: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def load_npz(path: str | Path) -> dict[str, Any]:
-    """Every array of a run's data/*.npz (figures are redrawn from them), never unpickling anything; a missing,
-    truncated or foreign file is a UsageError naming it."""
+def load_npz(path: str | Path, keys: Sequence[str] | None = None) -> dict[str, Any]:
+    """The arrays of a run's data/*.npz (figures are redrawn from them): all, or those of `keys` the file has (only
+    they are read and decompressed), never unpickling anything; a missing, truncated or foreign file is a
+    UsageError naming it."""
     import zipfile
 
     import numpy as np
 
     try:
         with np.load(path, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
+            return {k: f[k] for k in (f.files if keys is None else [k for k in keys if k in f.files])}
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
         # the error's type only: numpy's text for an object array invites loading it with pickle
         raise UsageError(f"{path} is missing or corrupt ({type(err).__name__}); rerun the study to write it "
