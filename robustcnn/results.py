@@ -381,7 +381,26 @@ def read_manifest(run_dir: str | Path) -> dict[str, Any]:
     if missing:
         raise UsageError(f"{path} lacks {', '.join(repr(k) for k in missing)}; it is not a robustcnn manifest "
                          "(restore it from a copy or rerun the study)")
+    _check_config_shape(path, manifest["config"])
     return manifest
+
+
+def _check_config_shape(path: Path, config: Any) -> None:
+    """The nesting every report reads (config, its evaluation, its models and their train/adversarial settings):
+    a hand-edited or foreign manifest is one line naming the field, not a crash deep inside a report."""
+    def expect(value: Any, kind: type, field: str) -> None:
+        if value is not None and not isinstance(value, kind):
+            raise UsageError(f"{path}: {field} must be {'a table' if kind is dict else 'a list'}, got {value!r:.40}; "
+                             "restore the manifest from a copy or rerun the study")
+
+    expect(config, dict, "config")
+    config = config or {}
+    expect(config.get("evaluation"), dict, "config.evaluation")
+    expect(config.get("models"), list, "config.models")
+    for i, spec in enumerate(config.get("models") or []):
+        expect(spec, dict, f"config.models[{i}]")
+        expect(spec.get("train"), dict, f"config.models[{i}].train")
+        expect((spec.get("train") or {}).get("adversarial"), dict, f"config.models[{i}].train.adversarial")
 
 
 def load_npz(path: str | Path, keys: Sequence[str] | None = None) -> dict[str, Any]:

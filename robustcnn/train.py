@@ -15,7 +15,7 @@ History columns (eval mode = dropout off, BatchNorm on its running statistics):
   test_loss, test_accuracy         eval mode, the whole test split: reported, never used to choose anything
   seconds (the training phase), lr, eval_seconds (the measurements), train_eval_n
   with adversarial training also train_epsilon, robust_val_accuracy (with a validation split) and
-  robust_test_accuracy: PGD at the training epsilon on the first `eval_examples` validation / test examples;
+  robust_test_accuracy: PGD at the target epsilon (not the warm-up's) on the first `eval_examples` validation / test examples;
   robust_test_n (how many test examples that was) and robust_eval_steps (the PGD steps) label it
 """
 from __future__ import annotations
@@ -276,7 +276,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 
 def robust_accuracy_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, adv: AdversarialTraining,
                         batch_size: int, generator: torch.Generator) -> float:
-    """Accuracy under PGD at the training epsilon (eval mode): the robust-overfitting curve's y-value."""
+    """Accuracy under PGD at the target epsilon, adv.epsilon, not the warm-up's (eval mode): the robust-overfitting y."""
     was_training = model.training
     model.eval()
     correct = torch.zeros((), device=x.device, dtype=torch.long)

@@ -93,6 +93,17 @@ def damaged_npz(tmp: Path, name: str, data: bytes | None = None) -> str:
     return str(run)
 
 
+def odd_manifest(tmp: Path, change: Callable[[dict], None]) -> str:
+    """An adversarial run folder whose manifest's config was edited by `change` (a hand-edited manifest)."""
+    from report_fixtures import adversarial_run
+
+    run = adversarial_run(tmp)
+    manifest = json.loads((run / "manifest.json").read_text())
+    change(manifest)
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    return str(run)
+
+
 def png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -219,6 +230,17 @@ CASES: list[tuple[str, Case, str]] = [
     ("huge-image", lambda t: ["train", "--dataset", image_folder(t, bomb=5000)], "pixels, more than"),
     ("one-class-folder", lambda t: ["train", "--dataset", image_folder(t, classes=("only",))], "single class"),
     # report on damaged run folders
+    ("report-config-a-list", lambda t: ["report", odd_manifest(t, lambda m: m.update(config=[1, 2]))],
+     "config must be a table"),
+    ("report-evaluation-a-string", lambda t: ["report", odd_manifest(t, lambda m: m["config"].update(evaluation="x"))],
+     "config.evaluation must be a table"),
+    ("report-model-a-number", lambda t: ["report", odd_manifest(t, lambda m: m["config"]["models"].append(3))],
+     "config.models[2] must be a table"),
+    ("report-train-a-string", lambda t: ["report", odd_manifest(t, lambda m: m["config"]["models"][1].update(train="x"))],
+     "config.models[1].train must be a table"),
+    ("report-adversarial-a-string", lambda t: ["report", odd_manifest(
+        t, lambda m: m["config"]["models"][1]["train"].update(adversarial="pgd"))],
+     "config.models[1].train.adversarial must be a table"),
     ("report-truncated-gallery", lambda t: ["report", damaged_npz(t, "gallery.npz", b"PK\x03\x04 cut here")],
      "gallery.npz is missing or corrupt"),
     ("report-pickled-gallery", lambda t: ["report", damaged_npz(t, "gallery.npz")], "gallery.npz is missing or corrupt"),

@@ -147,6 +147,9 @@ def test_gallery_skips_examples_misclassified_before_the_attack_and_scales_the_p
     npz = gallery_npz(wrong=1)  # the scale is the largest perturbation of the examples shown (0, 2, 3)
     largest = max(float(np.abs(npz["adv__lenet5"][i] - npz["x__lenet5"][i]).max()) for i in (0, 2, 3))
     assert bars[0].mappable.get_clim()[1] == pytest.approx(largest)
+    npz["adv__lenet5"][1] = np.clip(npz["x__lenet5"][1] + 0.3, 0, 1)  # the example not shown: it sets no scale
+    bar = next(im.colorbar for ax in plot_gallery(npz).axes for im in ax.images if im.colorbar is not None)
+    assert bar.mappable.get_clim()[1] == pytest.approx(largest)
 
 
 def summary_table(seeds: str, std: float, test: tuple = (0.94, 0.6, 0.1, 0.11)) -> pd.DataFrame:

@@ -145,6 +145,8 @@ def test_anatomy_figures_name_the_image_the_attack_and_every_map_count(anatomy_r
     assert titles["body.3"].startswith("clean, the first 8 of 16 maps 8x8"), titles
     assert titles["body.5"].startswith("clean, the first 8 of 16 maps 4x4"), titles
     assert "test image 3 with label" in figs["feature_maps_lenet5"].get_suptitle()
+    # every map drawn unsampled (crisp in SVG/PDF): input, adversarial, perturbation and 3 per layer
+    assert all(im.get_interpolation() == "none" for ax in figs["feature_maps_lenet5"].axes for im in ax.images)
     growth = figs["growth"].axes[0]
     assert growth.get_title().endswith("(test image 3, PGD-40 L-inf eps 0.1)"), growth.get_title()
     table = pd.read_csv(anatomy_run / "tables" / "anatomy.csv")
